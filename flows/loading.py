@@ -1,0 +1,237 @@
+"""Loading the day's inputs (SPEC §2): locate, read, type-check, checksum.
+
+Structural problems — a missing file, a missing column, a column whose type cannot be
+cast, a bad methodology table — raise ``StructuralError`` naming the file and column.
+Problems of single values are left to ``transforms.validation`` (quarantine).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from transforms.pipeline import INPUT_TABLES, METHODOLOGY_TABLES, MarginInputs
+
+STR, F64, I32, DATE = "str", "f64", "i32", "date"
+
+#: SPEC §2 table contracts: column → type.  Optional columns are filled with nulls.
+TABLE_SCHEMAS: dict[str, dict[str, str]] = {
+    "positions": {"account_id": STR, "instrument_id": STR, "quantity": F64, "source": STR},
+    "prices": {"instrument_id": STR, "price": F64, "implied_vol": F64},
+    "collateral": {"account_id": STR, "asset": STR, "amount": F64},
+    "fx_rates": {"currency": STR, "usd_rate": F64},
+    "instruments": {
+        "instrument_id": STR, "kind": STR, "underlying": STR, "currency": STR, "multiplier": F64,
+        "expiry": DATE, "strike": F64, "option_type": STR,
+    },
+    "accounts": {"account_id": STR, "margin_group": STR, "margin_mode": STR, "lei": STR},
+    "haircuts": {"asset": STR, "tier_start_usd": F64, "haircut": F64},
+    "risk_params": {
+        "underlying": STR, "price_scan": F64, "vol_scan": F64, "im_rate": F64, "spread_rate": F64,
+        "short_option_min_rate": F64,
+    },
+    "scenarios": {"scenario_id": I32, "price_move": F64, "vol_move": F64, "cover": F64},
+    "offsets": {
+        "priority": I32, "underlying_a": STR, "underlying_b": STR, "ratio_a": F64, "ratio_b": F64,
+        "credit_rate": F64,
+    },
+}
+OPTIONAL_COLUMNS = {("positions", "source"), ("accounts", "lei")}
+POLARS_TYPES = {STR: pl.String, F64: pl.Float64, I32: pl.Int32, DATE: pl.Date}
+POLICY_DEFAULTS = {
+    "maintenance_ratio": 0.75,
+    "vol_floor": 0.01,
+    "reporting_lei": None,
+    "collateralisation_category": "OWC2",
+}
+
+
+class StructuralError(Exception):
+    """An input that cannot be used at all; the run fails before publishing anything."""
+
+    def __init__(self, file: Path | str, column: str | None, reason: str):
+        self.file, self.column, self.reason = str(file), column, reason
+        where = f"{self.file}" + (f", column '{column}'" if column else "")
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass
+class LoadedInputs:
+    """Typed inputs plus what the run record needs: files, checksums, policy."""
+
+    margin_inputs: MarginInputs
+    files: dict[str, str]
+    checksums: dict[str, str]
+    policy: dict
+
+
+def date_folder(inputs_root: Path, as_of: dt.date) -> Path:
+    return Path(inputs_root) / f"date={as_of.isoformat()}"
+
+
+def locate(inputs_root: Path, as_of: dt.date, file_name: str) -> Path:
+    """The file in ``date=D/`` if present, else in ``reference/``, else a structural error."""
+    for folder in (date_folder(inputs_root, as_of), Path(inputs_root) / "reference"):
+        candidate = folder / file_name
+        if candidate.is_file():
+            return candidate
+    raise StructuralError(
+        date_folder(inputs_root, as_of) / file_name, None, f"file not found here nor in {Path(inputs_root) / 'reference'}"
+    )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cast_column(frame: pl.DataFrame, path: Path, column: str, wanted: str) -> pl.Expr:
+    dtype = frame.schema[column]
+    col = pl.col(column)
+    if dtype == pl.Null:
+        return col.cast(POLARS_TYPES[wanted])
+    if wanted == STR:
+        if dtype in (pl.String, pl.Categorical) or isinstance(dtype, (pl.Categorical, pl.Enum)):
+            return col.cast(pl.String)
+    elif wanted == F64:
+        if dtype.is_numeric():
+            return col.cast(pl.Float64)
+    elif wanted == I32:
+        if dtype.is_integer():
+            return col.cast(pl.Int32, strict=True)
+    elif wanted == DATE:
+        if dtype == pl.Date:
+            return col
+        if isinstance(dtype, pl.Datetime):
+            return col.dt.date()
+    raise StructuralError(path, column, f"has type {dtype}, which cannot be read as {wanted}")
+
+
+def read_table(path: Path, table: str) -> pl.DataFrame:
+    """Read one Parquet table and cast it to its SPEC §2 contract (extra columns dropped)."""
+    try:
+        raw = pl.read_parquet(path)
+    except Exception as error:  # corrupt, truncated, not Parquet
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StructuralError(path, None, f"not a readable Parquet file ({first_line[:200]})") from error
+    columns = []
+    for column, wanted in TABLE_SCHEMAS[table].items():
+        if column not in raw.columns:
+            if (table, column) in OPTIONAL_COLUMNS:
+                columns.append(pl.lit(None, dtype=POLARS_TYPES[wanted]).alias(column))
+                continue
+            raise StructuralError(path, column, "required column is missing")
+        columns.append(_cast_column(raw, path, column, wanted).alias(column))
+    try:
+        return raw.select(columns)
+    except pl.exceptions.PolarsError as error:
+        raise StructuralError(path, None, f"cannot cast to the contract types ({str(error).splitlines()[0][:200]})")
+
+
+def _require(condition: bool, path: Path, column: str, reason: str) -> None:
+    if not condition:
+        raise StructuralError(path, column, reason)
+
+
+def _check_finite(frame: pl.DataFrame, path: Path) -> None:
+    for column, dtype in frame.schema.items():
+        values = frame[column]
+        _require(values.null_count() == 0, path, column, "null value in a methodology table")
+        if dtype == pl.Float64:
+            _require(bool(values.is_finite().all()), path, column, "NaN or infinite value in a methodology table")
+
+
+def _check_range(frame: pl.DataFrame, path: Path, column: str, low: float, high: float, *, open_low=False,
+                 open_high=False) -> None:
+    values = frame[column]
+    if values.len() == 0:
+        return
+    low_ok = (values > low).all() if open_low else (values >= low).all()
+    high_ok = (values < high).all() if open_high else (values <= high).all()
+    interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    _require(bool(low_ok and high_ok), path, column, f"value outside {interval}")
+
+
+def _check_unique(frame: pl.DataFrame, path: Path, key: list[str]) -> None:
+    _require(not frame.select(key).is_duplicated().any(), path, ", ".join(key), "duplicate key")
+
+
+def check_methodology(tables: dict[str, pl.DataFrame], paths: dict[str, Path]) -> None:
+    """SPEC §2: methodology tables are trusted configuration; any bad value is structural."""
+    for name in METHODOLOGY_TABLES:
+        _check_finite(tables[name], paths[name])
+    haircuts, hp = tables["haircuts"], paths["haircuts"]
+    _check_range(haircuts, hp, "haircut", 0, 1)
+    _check_range(haircuts, hp, "tier_start_usd", 0, math.inf)
+    _check_unique(haircuts, hp, ["asset", "tier_start_usd"])
+    first_tiers = haircuts.group_by("asset").agg(pl.col("tier_start_usd").min())
+    _require(bool((first_tiers["tier_start_usd"] == 0).all()), hp, "tier_start_usd",
+             "each asset's first tier must start at 0")
+    risk, rp = tables["risk_params"], paths["risk_params"]
+    _check_unique(risk, rp, ["underlying"])
+    _check_range(risk, rp, "price_scan", 0, 1, open_low=True, open_high=True)
+    _check_range(risk, rp, "vol_scan", 0, math.inf)
+    for column in ("im_rate", "spread_rate", "short_option_min_rate"):
+        _check_range(risk, rp, column, 0, 1)
+    scenarios, sp = tables["scenarios"], paths["scenarios"]
+    _require(scenarios.height > 0, sp, "scenario_id", "no scenarios")
+    _check_unique(scenarios, sp, ["scenario_id"])
+    _check_range(scenarios, sp, "cover", 0, 1)
+    largest_move = float(scenarios["price_move"].abs().max())
+    if risk.height:
+        _require(float(risk["price_scan"].max()) * largest_move < 1, rp, "price_scan",
+                 "price_scan × max |price_move| must be < 1 (a scenario would take a price to zero or below)")
+    offsets, op = tables["offsets"], paths["offsets"]
+    _check_unique(offsets, op, ["priority"])
+    _check_range(offsets, op, "ratio_a", 0, math.inf, open_low=True)
+    _check_range(offsets, op, "ratio_b", 0, math.inf, open_low=True)
+    _check_range(offsets, op, "credit_rate", 0, 1)
+
+
+def read_policy(path: Path) -> dict:
+    """``policy.toml`` with SPEC defaults for absent keys, range-checked."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise StructuralError(path, None, f"not a readable TOML file ({error})") from error
+    policy = {**POLICY_DEFAULTS, **raw}
+    for key in ("maintenance_ratio", "vol_floor"):
+        value = policy[key]
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), path, key,
+                 "must be a finite number")
+    _require(0 < policy["maintenance_ratio"] <= 1, path, "maintenance_ratio", "value outside (0, 1]")
+    _require(policy["vol_floor"] > 0, path, "vol_floor", "must be > 0")
+    policy["maintenance_ratio"] = float(policy["maintenance_ratio"])
+    policy["vol_floor"] = float(policy["vol_floor"])
+    return policy
+
+
+def load_inputs(inputs_root: Path, as_of: dt.date) -> LoadedInputs:
+    """Locate, read, type-check and checksum every input of ``as_of`` (SPEC §2)."""
+    inputs_root = Path(inputs_root)
+    if not date_folder(inputs_root, as_of).is_dir():
+        raise StructuralError(date_folder(inputs_root, as_of), None, "no input folder for this date")
+    paths = {name: locate(inputs_root, as_of, f"{name}.parquet") for name in (*INPUT_TABLES, *METHODOLOGY_TABLES)}
+    policy_path = locate(inputs_root, as_of, "policy.toml")
+    tables = {name: read_table(path, name) for name, path in paths.items()}
+    check_methodology(tables, paths)
+    policy = read_policy(policy_path)
+    files = {name: str(path) for name, path in paths.items()} | {"policy": str(policy_path)}
+    checksums = {name: sha256_of(Path(path)) for name, path in files.items()}
+    margin_inputs = MarginInputs(
+        as_of=as_of,
+        **{name: tables[name].lazy() for name in INPUT_TABLES},
+        **{name: tables[name] for name in METHODOLOGY_TABLES},
+        maintenance_ratio=policy["maintenance_ratio"],
+        vol_floor=policy["vol_floor"],
+    )
+    return LoadedInputs(margin_inputs=margin_inputs, files=files, checksums=checksums, policy=policy)

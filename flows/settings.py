@@ -1,0 +1,41 @@
+"""The one place that knows about environments: paths, the warehouse, Prefect's home.
+
+Everything is overridable by environment variables so tests and operators can point a
+run elsewhere without touching business code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("MARGIN_DATA_DIR", PROJECT_ROOT / "data"))
+REFERENCE_DIR = PROJECT_ROOT / "data" / "reference"
+SQL_DIR = PROJECT_ROOT / "sql"
+DEFAULT_INPUTS = Path(os.environ.get("MARGIN_INPUTS", DATA_DIR / "inputs"))
+DEFAULT_DB = Path(os.environ.get("MARGIN_DB", DATA_DIR / "warehouse.duckdb"))
+
+
+def results_dir_for(db_path: Path) -> Path:
+    """Durable per-date Parquet results live beside the warehouse: ``<db>.results/date=D/``."""
+    return db_path.with_name(db_path.name + ".results")
+
+
+def run_log_for(db_path: Path) -> Path:
+    """Run records that could not reach the warehouse wait here (JSON lines) for the next publish."""
+    return db_path.with_name(db_path.name + ".runs.jsonl")
+
+
+def configure_prefect() -> None:
+    """Offline, quiet Prefect with its home inside the project's data folder (unless set).
+
+    Must run before ``import prefect``.
+    """
+    os.environ.setdefault("PREFECT_HOME", str(DATA_DIR / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
+    os.environ.setdefault("PREFECT_API_ENABLE_HTTP2", "false")

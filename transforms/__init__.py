@@ -1,0 +1,16 @@
+"""Pure, vectorised Polars transforms implementing SPEC.md §3–§7.
+
+Every public function takes LazyFrames (plus plain parameters) and returns a
+LazyFrame; none does I/O, touches Prefect or loops over rows, accounts or
+scenarios.  One module per concept:
+
+- ``validation``      — §3 row checks and quarantine with reason codes
+- ``netting``         — §4 net per (book, instrument) across sources
+- ``valuation``       — §4 Black-76 values, greeks, mark values
+- ``rule_margin``     — §5.1 ``gross_im`` / ``net_im``
+- ``portfolio_margin``— §5.2 scenario scan, calendar, short option min, credits
+- ``collateral``      — §6 tiered haircuts and FX
+- ``account_health``  — §5.3 / §6 equity, im, mm, excess, status
+- ``groups``          — §7 margin groups margined as one book
+- ``pipeline``        — wires the above into the output tables of §8
+"""

@@ -1,0 +1,309 @@
+"""The whole methodology as one lazy plan: input tables in, SPEC §8 tables out.
+
+``margin_plan`` composes the concept modules into LazyFrames; ``compute_margin``
+collects them together (common sub-plans run once) into a ``MarginResults``.
+No I/O happens here: the flow loads files and publishes the results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from transforms import collateral as coll
+from transforms import groups, netting, portfolio_margin, rule_margin, validation, valuation
+from transforms.account_health import account_health
+
+INPUT_TABLES = ("positions", "prices", "collateral", "fx_rates", "instruments", "accounts")
+METHODOLOGY_TABLES = ("haircuts", "risk_params", "scenarios", "offsets")
+
+POSITION_MARGIN_COLUMNS = (
+    "account_id", "instrument_id", "underlying", "kind", "net_qty", "gross_qty", "source_count", "price",
+    "mv_usd", "delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd", "net_im", "gross_im",
+)
+UNDERLYING_RISK_COLUMNS = (
+    "account_id", "underlying", "net_delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd",
+    "scenario_losses", "scan_risk", "worst_scenario", "calendar_charge", "short_option_min", "inter_credit", "risk",
+)
+COLLATERAL_VALUATION_COLUMNS = (
+    "account_id", "asset", "amount", "usd_rate", "value_usd", "haircut_usd", "value_after_haircut_usd", "eligible",
+)
+ACCOUNT_MARGIN_COLUMNS = (
+    "account_id", "margin_group", "margin_mode", "lei", "position_count", "gross_im", "net_im", "portfolio_im",
+    "inter_credit", "im", "mm", "collateral_value_usd", "haircut_usd", "position_value_usd", "equity", "excess",
+    "margin_ratio", "status", "binding_status", "netting_benefit", "complete",
+)
+GROUP_MARGIN_COLUMNS = (
+    "margin_group", "member_count", "sum_member_im", "group_im", "aggregation_benefit", "group_equity",
+    "group_excess", "status",
+)
+QUARANTINE_COLUMNS = ("source_table", "row_json", "reason")
+RESULT_TABLES = (
+    "position_margin", "underlying_risk", "collateral_valuation", "account_margin", "group_margin", "quarantine",
+)
+
+
+@dataclass(frozen=True)
+class MarginInputs:
+    """Typed input tables for one as-of date (structure already checked by the loader).
+
+    Daily tables are LazyFrames with exactly the SPEC §2 columns; methodology tables
+    are small, trusted, validated DataFrames.
+    """
+
+    as_of: dt.date
+    positions: pl.LazyFrame
+    prices: pl.LazyFrame
+    collateral: pl.LazyFrame
+    fx_rates: pl.LazyFrame
+    instruments: pl.LazyFrame
+    accounts: pl.LazyFrame
+    haircuts: pl.DataFrame
+    risk_params: pl.DataFrame
+    scenarios: pl.DataFrame
+    offsets: pl.DataFrame
+    maintenance_ratio: float = 0.75
+    vol_floor: float = 0.01
+
+
+@dataclass
+class MarginResults:
+    """Collected output tables of SPEC §8 (without as_of_date / run_id), row counts per
+    input table, and data-quality warnings."""
+
+    tables: dict[str, pl.DataFrame]
+    counts: pl.DataFrame
+    warnings: pl.DataFrame
+    scenario_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BookPlan:
+    """Lazy figures of every book of one kind (accounts, or margin groups)."""
+
+    positions: pl.LazyFrame  # book × instrument, valued, with rule margin
+    underlying_risk: pl.LazyFrame  # book × underlying
+    summary: pl.LazyFrame  # book: position_count, gross_im, net_im, position_value_usd, portfolio_im, inter_credit
+
+
+def book_plan(
+    positions: pl.LazyFrame,
+    instrument_values: pl.LazyFrame,
+    unit_losses: pl.LazyFrame,
+    scenario_ids: list[int],
+    offsets: pl.DataFrame,
+    book_key: str,
+) -> BookPlan:
+    """Netting, valuation, rule margin and portfolio margin of every book keyed by ``book_key``."""
+    valued = rule_margin.rule_margin(
+        valuation.value_positions(netting.net_positions(positions, book_key), instrument_values, book_key)
+    )
+    scan = portfolio_margin.underlying_scan(valued, unit_losses, scenario_ids, book_key)
+    risk = portfolio_margin.underlying_risk(scan, offsets, book_key)
+    held = pl.col("net_qty") != 0
+    marked = pl.col("kind").is_in(["option", "spot"])
+    summary = valued.group_by(book_key).agg(
+        held.sum().cast(pl.Int64).alias("position_count"),
+        pl.col("gross_im").sum(),
+        pl.col("net_im").sum(),
+        pl.col("mv_usd").filter(marked).sum().alias("position_value_usd"),
+    ).join(portfolio_margin.portfolio_margin(risk, book_key), on=book_key, how="left")
+    return BookPlan(positions=valued, underlying_risk=risk, summary=summary)
+
+
+def _collateral_book(collateral_rows: pl.LazyFrame, fx: pl.LazyFrame, haircuts: pl.LazyFrame, book_key: str):
+    balances = coll.collateral_balances(collateral_rows, book_key)
+    valuation_rows = coll.value_collateral(balances, fx, haircuts, book_key)
+    return valuation_rows, coll.collateral_value(valuation_rows, book_key)
+
+
+def margin_plan(inputs: MarginInputs) -> dict[str, pl.LazyFrame]:
+    """Lazy plans for every output table, the per-table counts and the warnings."""
+    as_of = inputs.as_of
+    scenario_ids = sorted(inputs.scenarios["scenario_id"].to_list())
+    haircuts = inputs.haircuts.lazy()
+
+    fx_checked = validation.check_fx_rates(inputs.fx_rates)
+    fx = validation.usable_fx(fx_checked)
+    instruments_checked = validation.check_instruments(inputs.instruments)
+    prices_checked = validation.check_prices(inputs.prices)
+    accounts_checked = validation.check_accounts(inputs.accounts)
+    market = validation.instrument_market(
+        validation.usable_rows(instruments_checked),
+        validation.usable_rows(prices_checked),
+        fx,
+        inputs.risk_params.lazy(),
+        as_of,
+    )
+    positions_checked = validation.check_positions(inputs.positions, market)
+    collateral_checked = validation.check_collateral(inputs.collateral, fx)
+
+    checked = {
+        "positions": positions_checked,
+        "prices": prices_checked,
+        "collateral": collateral_checked,
+        "fx_rates": fx_checked,
+        "instruments": instruments_checked,
+        "accounts": accounts_checked,
+    }
+    quarantine = pl.concat(
+        [validation.quarantine_rows(frame, table) for table, frame in checked.items()], how="vertical"
+    )
+    positions = validation.usable_rows(positions_checked).select("account_id", "instrument_id", "quantity")
+    collateral_rows = validation.usable_rows(collateral_checked).select("account_id", "asset", "amount")
+    accounts = validation.usable_rows(accounts_checked).select("account_id", "margin_group", "margin_mode", "lei")
+
+    instrument_values = valuation.value_instruments(market.filter(pl.col("hold_reason").is_null()), as_of).select(
+        "instrument_id", "underlying", "kind", "expiry", "strike", "option_type", "multiplier", "price",
+        "implied_vol", "fx", "index_price", "index_fx", "price_scan", "vol_scan", "im_rate", "spread_rate",
+        "short_option_min_rate", "years", "delta", "gamma", "vega", "theta",
+    )
+    unit_losses = portfolio_margin.scenario_unit_losses(
+        instrument_values.join(positions.select("instrument_id").unique(), on="instrument_id", how="semi"),
+        inputs.scenarios.lazy(),
+        scenario_ids,
+        inputs.vol_floor,
+    )
+
+    # Accounts.
+    account_book = book_plan(positions, instrument_values, unit_losses, scenario_ids, inputs.offsets, "account_id")
+    collateral_valuation, account_collateral = _collateral_book(collateral_rows, fx, haircuts, "account_id")
+
+    # Margin groups.
+    membership = groups.group_membership(accounts)
+    group_book = book_plan(
+        groups.group_rows(positions, membership), instrument_values, unit_losses, scenario_ids, inputs.offsets,
+        "margin_group",
+    )
+    _, group_collateral = _collateral_book(groups.group_rows(collateral_rows, membership), fx, haircuts, "margin_group")
+    group_figures = (
+        membership.select("margin_group").unique()
+        .join(group_book.summary.select("margin_group", "position_count", "position_value_usd",
+                                        pl.col("portfolio_im").alias("group_im")), on="margin_group", how="left")
+        .join(group_collateral, on="margin_group", how="left")
+    )
+
+    # Every account: valid accounts rows plus every id seen in positions or collateral.
+    seen_ids = pl.concat(
+        [
+            accounts.select("account_id"),
+            inputs.positions.select("account_id"),
+            inputs.collateral.select("account_id"),
+        ]
+    ).filter(pl.col("account_id").is_not_null()).unique()
+    incomplete_ids = pl.concat(
+        [
+            checked[t].filter(pl.col("reason").is_not_null()).select("account_id")
+            for t in ("positions", "collateral", "accounts")
+        ]
+    ).filter(pl.col("account_id").is_not_null()).unique().with_columns(pl.lit(False).alias("complete"))
+    zero_filled = ["position_count", "gross_im", "net_im", "position_value_usd", "portfolio_im", "inter_credit",
+                   "collateral_value_usd", "haircut_usd"]
+    account_figures = (
+        seen_ids.join(accounts, on="account_id", how="left")
+        .join(account_book.summary, on="account_id", how="left")
+        .join(account_collateral, on="account_id", how="left")
+        .join(incomplete_ids, on="account_id", how="left")
+        .with_columns(pl.col(zero_filled).fill_null(0), pl.col("complete").fill_null(True))
+    )
+    account_margin_core = account_health(account_figures, inputs.maintenance_ratio)
+    group_margin = groups.group_margin(membership, group_figures, account_margin_core, inputs.maintenance_ratio)
+    account_margin = account_margin_core.join(
+        group_margin.select("margin_group", pl.col("status").alias("group_status")), on="margin_group", how="left"
+    ).with_columns(pl.coalesce("group_status", "status").alias("binding_status"))
+
+    counts = pl.concat(
+        [
+            pl.concat(
+                [
+                    frame.select(
+                        pl.lit(table).alias("table"),
+                        pl.len().cast(pl.Int64).alias("read"),
+                        pl.col("reason").is_null().sum().cast(pl.Int64).alias("used"),
+                        pl.col("reason").is_not_null().sum().cast(pl.Int64).alias("quarantined"),
+                    )
+                    for table, frame in checked.items()
+                ]
+            ),
+            pl.LazyFrame(
+                {
+                    "table": list(METHODOLOGY_TABLES),
+                    "read": [getattr(inputs, t).height for t in METHODOLOGY_TABLES],
+                    "used": [getattr(inputs, t).height for t in METHODOLOGY_TABLES],
+                    "quarantined": [0] * len(METHODOLOGY_TABLES),
+                },
+                schema={"table": pl.String, "read": pl.Int64, "used": pl.Int64, "quarantined": pl.Int64},
+            ),
+        ]
+    )
+
+    return {
+        "position_margin": account_book.positions.select(POSITION_MARGIN_COLUMNS),
+        "underlying_risk": account_book.underlying_risk.select(UNDERLYING_RISK_COLUMNS),
+        "collateral_valuation": collateral_valuation.select(COLLATERAL_VALUATION_COLUMNS),
+        "account_margin": account_margin.select(ACCOUNT_MARGIN_COLUMNS),
+        "group_margin": group_margin.select(GROUP_MARGIN_COLUMNS),
+        "quarantine": quarantine.select(QUARANTINE_COLUMNS),
+        "counts": counts,
+        "warnings": data_quality_warnings(inputs, accounts, accounts_checked, positions, collateral_rows, market),
+    }
+
+
+def data_quality_warnings(
+    inputs: MarginInputs,
+    accounts: pl.LazyFrame,
+    accounts_checked: pl.LazyFrame,
+    positions: pl.LazyFrame,
+    collateral_rows: pl.LazyFrame,
+    market: pl.LazyFrame,
+) -> pl.LazyFrame:
+    """One row per warning: ``code``, ``account_id``, ``detail`` (recorded in the run record, not quarantined).
+
+    - ``account_not_in_accounts``: an id seen in positions or collateral with no valid accounts row;
+    - ``account_row_quarantined``: an accounts row that was quarantined;
+    - ``asset_in_spot_and_collateral``: the same asset held as a spot position and as collateral.
+    """
+    seen = pl.concat([inputs.positions.select("account_id"), inputs.collateral.select("account_id")]).filter(
+        pl.col("account_id").is_not_null()
+    ).unique()
+    missing = seen.join(accounts, on="account_id", how="anti").select(
+        pl.lit("account_not_in_accounts").alias("code"), "account_id",
+        pl.lit("margined with margin_mode = null at max(gross_im, net_im, portfolio_im)").alias("detail"),
+    )
+    quarantined = accounts_checked.filter(pl.col("reason").is_not_null()).select(
+        pl.lit("account_row_quarantined").alias("code"), "account_id",
+        pl.format("accounts row quarantined: {}", pl.col("reason")).alias("detail"),
+    )
+    spot_assets = positions.join(
+        market.filter(pl.col("kind") == "spot").select("instrument_id", "underlying"), on="instrument_id", how="inner"
+    ).select("account_id", pl.col("underlying").alias("asset")).unique()
+    both = spot_assets.join(collateral_rows.select("account_id", "asset").unique(), on=["account_id", "asset"],
+                            how="inner").select(
+        pl.lit("asset_in_spot_and_collateral").alias("code"), "account_id",
+        pl.format("{} held both as a spot position and as collateral", pl.col("asset")).alias("detail"),
+    )
+    return pl.concat([missing, quarantined, both]).sort("code", "account_id", nulls_last=True)
+
+
+def compute_margin(inputs: MarginInputs) -> MarginResults:
+    """Collect every output of ``margin_plan`` in one pass, sorted by each table's key."""
+    plan = margin_plan(inputs)
+    names = list(plan)
+    frames = dict(zip(names, pl.collect_all([plan[n] for n in names])))
+    sort_keys = {
+        "position_margin": ["account_id", "instrument_id"],
+        "underlying_risk": ["account_id", "underlying"],
+        "collateral_valuation": ["account_id", "asset"],
+        "account_margin": ["account_id"],
+        "group_margin": ["margin_group"],
+        "quarantine": ["source_table", "reason", "row_json"],
+    }
+    tables = {name: frames[name].sort(sort_keys[name]) for name in RESULT_TABLES}
+    return MarginResults(
+        tables=tables,
+        counts=frames["counts"],
+        warnings=frames["warnings"],
+        scenario_ids=sorted(inputs.scenarios["scenario_id"].to_list()),
+    )
