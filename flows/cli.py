@@ -1,0 +1,196 @@
+"""The ``margin`` command line (SPEC §9).
+
+Every command that reads or writes the warehouse takes ``--db``; inputs default to
+``data/inputs``.  Failures print one line (``margin: error: …``) and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flows.settings import DEFAULT_DB, DEFAULT_INPUTS, configure_prefect
+
+configure_prefect()
+
+app = typer.Typer(
+    name="margin",
+    help=(
+        "End-of-day margin aggregation: nets every account's positions across venues, "
+        "computes gross / net / portfolio margin, values collateral after haircuts and FX, "
+        "and publishes account health to a DuckDB warehouse.\n\n"
+        "Start with `margin demo`; then `margin sql \"select status, count(*) from account_margin group by 1\"`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DateOption = Annotated[str, typer.Option("--date", help="As-of date, YYYY-MM-DD.")]
+InputsOption = Annotated[Path, typer.Option("--inputs", help="Input root holding reference/ and date=YYYY-MM-DD/ folders.")]
+DbOption = Annotated[Path, typer.Option("--db", help="DuckDB warehouse file.")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a one-line error and exit."""
+    typer.echo(f"margin: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def parse_date(text: str, option: str = "--date") -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not a date in YYYY-MM-DD form")
+
+
+@app.command()
+def demo(
+    accounts: Annotated[int, typer.Option(help="Accounts in the synthetic book.")] = 2000,
+    days: Annotated[int, typer.Option(help="Consecutive business days to generate and run.")] = 3,
+    start: Annotated[str, typer.Option(help="First as-of date.")] = "2026-11-16",
+    seed: Annotated[int, typer.Option(help="Random seed of the synthetic book.")] = 7,
+    inputs: InputsOption = DEFAULT_INPUTS,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Generate a realistic synthetic book for several days, run the end-of-day flow for
+    each day, and print a summary of the last day.  The out-of-the-box experience."""
+    from flows.generate import generate_book
+    from flows.progress import say
+
+    first = parse_date(start, "--start")
+    say(f"generating {days} day(s) × {accounts:,} accounts under {inputs} …")
+    folders = generate_book(Path(inputs), first, days, accounts, seed)
+    last = first + dt.timedelta(days=days - 1)
+    _run_backfill(first, last, inputs, db, strict=False)
+    from flows.summary import print_day_summary
+
+    print_day_summary(db, last)
+    typer.echo(f"\nWarehouse: {db}   ({len(folders)} day(s) of inputs under {inputs})")
+    typer.echo('Try: margin sql "select status, count(*) from account_margin group by 1"')
+
+
+@app.command()
+def generate(
+    date: DateOption,
+    accounts: Annotated[int, typer.Option(help="Number of accounts (≈10 position rows each).")] = 1000,
+    out: Annotated[Path, typer.Option("--out", help="Input root to write into.")] = DEFAULT_INPUTS,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, date and size give identical files.")] = 7,
+    days: Annotated[int, typer.Option(help="Consecutive days starting at --date.")] = 1,
+    clean: Annotated[bool, typer.Option("--clean/--with-bad-rows", help="Leave out the deliberately bad rows.")] = False,
+) -> None:
+    """Write synthetic inputs for one or more days (and the reference tables if absent)."""
+    from flows.generate import generate_book, generate_day
+
+    as_of = parse_date(date)
+    if days == 1:
+        folders = [generate_day(out, as_of, accounts, seed, bad_rows=not clean)]
+    else:
+        folders = generate_book(out, as_of, days, accounts, seed)
+    for folder in folders:
+        typer.echo(str(folder))
+
+
+def _run_backfill(first: dt.date, last: dt.date, inputs: Path, db: Path, strict: bool) -> dict:
+    from flows.eod import backfill as backfill_flow
+
+    outcome = backfill_flow(first.isoformat(), last.isoformat(), str(inputs), str(db), strict)
+    return outcome
+
+
+@app.command()
+def run(
+    date: DateOption,
+    inputs: InputsOption = DEFAULT_INPUTS,
+    db: DbOption = DEFAULT_DB,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail the run if any row is quarantined.")] = False,
+    summary: Annotated[bool, typer.Option("--summary/--no-summary", help="Print the day's headline figures.")] = True,
+) -> None:
+    """Run the end-of-day flow for one date; exit 0 on success, 1 with a one-line reason on failure."""
+    from flows.eod import RunFailed, eod_margin
+
+    as_of = parse_date(date)
+    try:
+        eod_margin(as_of.isoformat(), str(inputs), str(db), strict)
+    except RunFailed as error:
+        fail(str(error))
+    if summary:
+        from flows.summary import print_day_summary
+
+        print_day_summary(db, as_of)
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option("--start", help="First date, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--end", help="Last date, YYYY-MM-DD.")],
+    inputs: InputsOption = DEFAULT_INPUTS,
+    db: DbOption = DEFAULT_DB,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail a date if any row is quarantined.")] = False,
+) -> None:
+    """Run every business date in [start, end] that has inputs, in order; a failed date
+    is reported and the rest continue (exit 1 if any failed)."""
+    first, last = parse_date(start, "--start"), parse_date(end, "--end")
+    if last < first:
+        fail("--end is before --start")
+    outcome = _run_backfill(first, last, inputs, db, strict)
+    typer.echo(f"succeeded: {len(outcome['succeeded'])}  failed: {len(outcome['failed'])}")
+    for day, reason in outcome["failed"].items():
+        typer.echo(f"  {day}: {reason}", err=True)
+    if outcome["failed"]:
+        raise typer.Exit(1)
+    if not outcome["succeeded"]:
+        fail(f"no input folders between {first} and {last} under {inputs}")
+
+
+@app.command()
+def publish(
+    date: DateOption,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Load a date's saved results (written by a run whose warehouse load could not
+    happen, e.g. a locked file) into the warehouse, atomically."""
+    from flows import results_store, warehouse
+    from flows.settings import results_dir_for
+
+    as_of = parse_date(date)
+    try:
+        tables, record = results_store.load_results(results_dir_for(db), as_of)
+        warehouse.publish_date(db, as_of, record["run_id"], tables, {**record, "status": "succeeded"})
+    except (FileNotFoundError, warehouse.WarehouseLocked) as error:
+        fail(str(error))
+    typer.echo(f"published {as_of} (run {record['run_id']}) to {db}")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One read-only SQL statement (SELECT, WITH, DESCRIBE, SHOW …).")],
+    db: DbOption = DEFAULT_DB,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    limit: Annotated[int, typer.Option(help="Rows shown in table format (csv/json print all).")] = 100,
+) -> None:
+    """Ad hoc read-only query against the warehouse, printed as an aligned table (or CSV / JSON).
+
+    The connection is read-only and has no file access: INSERT, DROP, ATTACH and COPY
+    fail.  Tables: position_margin, underlying_risk, collateral_valuation,
+    account_margin, group_margin, quarantine, runs, and the v_* views.
+    """
+    from flows.sql_console import run_read_only_query
+
+    try:
+        output = run_read_only_query(db, query, format, limit)
+    except Exception as error:  # one line for every kind of failure
+        fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    sys.stdout.write(output)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

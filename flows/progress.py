@@ -1,0 +1,44 @@
+"""Console progress for long runs: one line per stage with its timing and row counts."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)
+QUIET = os.environ.get("MARGIN_QUIET") == "1"
+
+
+def say(message: str) -> None:
+    if not QUIET:
+        console.print(message)
+
+
+class StageTimer:
+    """Times named stages of a run; ``timings`` feeds the run record."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.timings: dict[str, float] = {}
+        self._started = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[dict]:
+        detail: dict = {}
+        start = time.perf_counter()
+        try:
+            yield detail
+        finally:
+            elapsed = time.perf_counter() - start
+            self.timings[name] = round(self.timings.get(name, 0.0) + elapsed, 4)
+            note = f"  {detail['note']}" if detail.get("note") else ""
+            say(f"[dim]{self.label}[/dim] {name:<9} {elapsed:7.2f}s{note}")
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self._started

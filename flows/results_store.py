@@ -1,0 +1,64 @@
+"""Durable per-date results: Parquet files written before the warehouse load.
+
+Layout: ``<db>.results/date=YYYY-MM-DD/<table>.parquet`` plus ``run.json`` (the run
+record of the run that produced them).  A date's folder is replaced by renaming a
+complete staging folder into place, so a reader sees the old set or the new set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from flows.warehouse import RESULT_TABLES
+
+
+def date_dir(results_dir: Path, as_of: dt.date) -> Path:
+    return Path(results_dir) / f"date={as_of.isoformat()}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[str, pl.DataFrame],
+                 run_record: dict) -> Path:
+    """Write every result table for ``as_of`` and swap the folder into place atomically."""
+    final = date_dir(results_dir, as_of)
+    staging = final.with_name(f"{final.name}.staging-{run_id}")
+    staging.mkdir(parents=True, exist_ok=False)
+    for table in RESULT_TABLES:
+        path = staging / f"{table}.parquet"
+        tables[table].write_parquet(path, statistics=False)
+        with open(path, "rb+") as handle:
+            os.fsync(handle.fileno())
+    (staging / "run.json").write_text(json.dumps(run_record, sort_keys=True, default=str, indent=1))
+    _fsync_dir(staging)
+    retired = final.with_name(f"{final.name}.retired-{run_id}")
+    if final.exists():
+        os.replace(final, retired)
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(retired, ignore_errors=True)
+    return final
+
+
+def load_results(results_dir: Path, as_of: dt.date) -> tuple[dict[str, pl.DataFrame], dict]:
+    """The saved tables and run record for ``as_of``; ``FileNotFoundError`` if none were saved."""
+    folder = date_dir(results_dir, as_of)
+    if not folder.is_dir():
+        retired = sorted(folder.parent.glob(f"{folder.name}.retired-*"))
+        if not retired:
+            raise FileNotFoundError(f"no saved results for {as_of} in {results_dir}")
+        folder = retired[-1]
+    tables = {table: pl.read_parquet(folder / f"{table}.parquet") for table in RESULT_TABLES}
+    return tables, json.loads((folder / "run.json").read_text())

@@ -1,0 +1,239 @@
+"""The DuckDB warehouse: schema, atomic per-date publish, the run history, read-only access.
+
+DuckDB lets one read-write process or many read-only processes hold the file, never
+both.  Writers wait a bounded time for the lock (``lock_timeout``) and then fail with a
+one-line message; because results are already durable as Parquet, ``margin publish
+--date D`` finishes the job later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from flows.settings import SQL_DIR, run_log_for
+
+RESULT_TABLES = (
+    "position_margin", "underlying_risk", "collateral_valuation", "account_margin", "group_margin", "quarantine",
+)
+CONNECTION_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+DEFAULT_LOCK_TIMEOUT = float(os.environ.get("MARGIN_LOCK_TIMEOUT", "60"))
+
+
+class WarehouseLocked(RuntimeError):
+    """Another process holds the warehouse file past the lock timeout."""
+
+
+def sql_file(name: str) -> str:
+    return (SQL_DIR / name).read_text()
+
+
+def _is_lock_error(error: Exception) -> bool:
+    text = str(error)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+def connect(db_path: Path, *, read_only: bool = False, lock_timeout: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, retrying while another process holds a conflicting lock.
+
+    ``lock_timeout`` seconds (default ``MARGIN_LOCK_TIMEOUT`` or 60) bound the wait;
+    then ``WarehouseLocked`` says who holds it.
+    """
+    db_path = Path(db_path)
+    timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            return duckdb.connect(str(db_path), read_only=read_only, config=dict(CONNECTION_CONFIG))
+        except duckdb.IOException as error:
+            if not _is_lock_error(error):
+                raise
+            if time.monotonic() >= deadline:
+                holder = re.search(r"PID (\d+)", str(error))
+                who = f" by PID {holder.group(1)}" if holder else ""
+                raise WarehouseLocked(
+                    f"warehouse {db_path} is locked{who} (waited {timeout:.0f}s)"
+                ) from error
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+
+@contextmanager
+def open_warehouse(db_path: Path, *, read_only: bool = False, lock_timeout: float | None = None) -> Iterator[
+    duckdb.DuckDBPyConnection
+]:
+    """Connection context; a writer makes sure the schema exists."""
+    db_path = Path(db_path)
+    if read_only and not db_path.exists():
+        raise FileNotFoundError(f"warehouse {db_path} does not exist yet (run `margin demo` or `margin run` first)")
+    if not read_only:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    con = connect(db_path, read_only=read_only, lock_timeout=lock_timeout)
+    try:
+        if not read_only:
+            ensure_schema(con)
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the SPEC §8 tables (``sql/schema.sql``) and the analyst views (``sql/views/*.sql``)."""
+    con.execute(sql_file("schema.sql"))
+    views_dir = SQL_DIR / "views"
+    if views_dir.is_dir():
+        for view in sorted(views_dir.glob("*.sql")):
+            con.execute(view.read_text())
+
+
+def _run_row(record: dict) -> dict:
+    row = dict(record)
+    for key in ("parameters", "input_checksums", "row_counts", "timings", "warnings"):
+        row[key] = json.dumps(row.get(key), sort_keys=True, default=str)
+    return row
+
+
+RUN_COLUMNS = (
+    "run_id", "as_of_date", "started_at", "finished_at", "status", "error", "code_version", "parameters",
+    "input_checksums", "row_counts", "timings", "warnings",
+)
+
+
+def _upsert_runs(con: duckdb.DuckDBPyConnection, records: list[dict]) -> None:
+    if not records:
+        return
+    rows = [_run_row(r) for r in records]
+    frame = pl.DataFrame(
+        {c: [r.get(c) for r in rows] for c in RUN_COLUMNS},
+        schema={
+            "run_id": pl.String, "as_of_date": pl.Date, "started_at": pl.Datetime("us", "UTC"),
+            "finished_at": pl.Datetime("us", "UTC"), "status": pl.String, "error": pl.String,
+            "code_version": pl.String, "parameters": pl.String, "input_checksums": pl.String,
+            "row_counts": pl.String, "timings": pl.String, "warnings": pl.String,
+        },
+    )
+    con.register("incoming_runs", frame)
+    con.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM incoming_runs)")
+    con.execute("INSERT INTO runs BY NAME SELECT * FROM incoming_runs")
+    con.unregister("incoming_runs")
+
+
+def pending_run_records(db_path: Path, current_run_id: str | None = None) -> list[dict]:
+    """Last record per run id from the run log; a run whose last word is ``running`` and
+    is not the current one was interrupted (killed, machine lost)."""
+    log = run_log_for(Path(db_path))
+    if not log.exists():
+        return []
+    latest: dict[str, dict] = {}
+    for line in log.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        latest[record["run_id"]] = record
+    for run_id, record in latest.items():
+        if record.get("status") == "running" and run_id != current_run_id:
+            record["status"] = "interrupted"
+            record["error"] = record.get("error") or "run ended without a final record (killed or lost)"
+    for record in latest.values():
+        for key in ("started_at", "finished_at"):
+            if record.get(key):
+                record[key] = dt.datetime.fromisoformat(record[key])
+        if record.get("as_of_date"):
+            record["as_of_date"] = dt.date.fromisoformat(record["as_of_date"])
+    return list(latest.values())
+
+
+def append_run_log(db_path: Path, record: dict) -> None:
+    """Append one run record to the JSON-lines run log beside the warehouse (fsynced)."""
+    log = run_log_for(Path(db_path))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _clear_run_log(db_path: Path, keep_run_ids: set[str]) -> None:
+    """Drop log lines already in the warehouse, keeping runs still in progress."""
+    log = run_log_for(Path(db_path))
+    if not log.exists():
+        return
+    kept = []
+    for line in log.read_text().splitlines():
+        try:
+            if json.loads(line)["run_id"] in keep_run_ids:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError):
+            continue
+    tmp = log.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in kept))
+    os.replace(tmp, log)
+
+
+def publish_date(
+    db_path: Path,
+    as_of: dt.date,
+    run_id: str,
+    tables: dict[str, pl.DataFrame],
+    run_record: dict,
+    *,
+    lock_timeout: float | None = None,
+) -> None:
+    """Replace every result table's rows for ``as_of`` and record the run, in one transaction.
+
+    Either all tables for the date change together with the ``runs`` row, or nothing
+    does (DuckDB rolls back on any error, and a killed process never commits).
+    Pending run-log records (failed or interrupted attempts) are loaded too.
+    """
+    with open_warehouse(db_path, lock_timeout=lock_timeout) as con:
+        pending = pending_run_records(db_path, current_run_id=run_id)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in RESULT_TABLES:
+                frame = tables[table].with_columns(
+                    pl.lit(as_of, dtype=pl.Date).alias("as_of_date"), pl.lit(run_id).alias("run_id")
+                )
+                con.execute(f"DELETE FROM {table} WHERE as_of_date = ?", [as_of])
+                con.register("incoming_rows", frame)
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                con.unregister("incoming_rows")
+            _upsert_runs(con, [r for r in pending if r["run_id"] != run_id] + [run_record])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    _clear_run_log(db_path, keep_run_ids=set())
+
+
+def record_runs(db_path: Path, *, lock_timeout: float = 5.0) -> bool:
+    """Load pending run-log records into ``runs``; False when the warehouse stays locked."""
+    try:
+        with open_warehouse(db_path, lock_timeout=lock_timeout) as con:
+            pending = pending_run_records(db_path)
+            con.execute("BEGIN TRANSACTION")
+            _upsert_runs(con, pending)
+            con.execute("COMMIT")
+    except WarehouseLocked:
+        return False
+    _clear_run_log(db_path, keep_run_ids=set())
+    return True
+
+
+def query(db_path: Path, sql: str, params: list | None = None) -> pl.DataFrame:
+    """Run one read-only query against the warehouse and return a Polars frame."""
+    with open_warehouse(db_path, read_only=True) as con:
+        return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()

@@ -1,0 +1,124 @@
+-- Warehouse tables of SPEC §8. Every result row carries as_of_date and run_id; a run
+-- replaces its date in one transaction. Amounts are USD unless stated.
+
+-- grain: one row per account × instrument (netted across sources) per as_of_date
+CREATE TABLE IF NOT EXISTS position_margin (
+    as_of_date DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL,
+    instrument_id VARCHAR NOT NULL,
+    underlying VARCHAR,
+    kind VARCHAR,
+    net_qty DOUBLE,
+    gross_qty DOUBLE,
+    source_count BIGINT,
+    price DOUBLE,
+    mv_usd DOUBLE,
+    delta_units DOUBLE,
+    delta_usd DOUBLE,
+    gamma_units DOUBLE,
+    vega_usd DOUBLE,
+    theta_usd DOUBLE,
+    net_im DOUBLE,
+    gross_im DOUBLE
+);
+
+-- grain: one row per account × underlying held (net-flat kept) per as_of_date
+CREATE TABLE IF NOT EXISTS underlying_risk (
+    as_of_date DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL,
+    underlying VARCHAR NOT NULL,
+    net_delta_units DOUBLE,
+    delta_usd DOUBLE,
+    gamma_units DOUBLE,
+    vega_usd DOUBLE,
+    theta_usd DOUBLE,
+    scenario_losses DOUBLE[],
+    scan_risk DOUBLE,
+    worst_scenario INTEGER,
+    calendar_charge DOUBLE,
+    short_option_min DOUBLE,
+    inter_credit DOUBLE,
+    risk DOUBLE
+);
+
+-- grain: one row per account × collateral asset per as_of_date
+CREATE TABLE IF NOT EXISTS collateral_valuation (
+    as_of_date DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL,
+    asset VARCHAR NOT NULL,
+    amount DOUBLE,
+    usd_rate DOUBLE,
+    value_usd DOUBLE,
+    haircut_usd DOUBLE,
+    value_after_haircut_usd DOUBLE,
+    eligible BOOLEAN
+);
+
+-- grain: one row per account per as_of_date
+CREATE TABLE IF NOT EXISTS account_margin (
+    as_of_date DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL,
+    margin_group VARCHAR,
+    margin_mode VARCHAR,
+    lei VARCHAR,
+    position_count BIGINT,
+    gross_im DOUBLE,
+    net_im DOUBLE,
+    portfolio_im DOUBLE,
+    inter_credit DOUBLE,
+    im DOUBLE,
+    mm DOUBLE,
+    collateral_value_usd DOUBLE,
+    haircut_usd DOUBLE,
+    position_value_usd DOUBLE,
+    equity DOUBLE,
+    excess DOUBLE,
+    margin_ratio DOUBLE,
+    status VARCHAR,
+    binding_status VARCHAR,
+    netting_benefit DOUBLE,
+    complete BOOLEAN
+);
+
+-- grain: one row per margin group per as_of_date
+CREATE TABLE IF NOT EXISTS group_margin (
+    as_of_date DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    margin_group VARCHAR NOT NULL,
+    member_count BIGINT,
+    sum_member_im DOUBLE,
+    group_im DOUBLE,
+    aggregation_benefit DOUBLE,
+    group_equity DOUBLE,
+    group_excess DOUBLE,
+    status VARCHAR
+);
+
+-- grain: one row per quarantined input row per as_of_date
+CREATE TABLE IF NOT EXISTS quarantine (
+    as_of_date DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    source_table VARCHAR NOT NULL,
+    row_json VARCHAR,
+    reason VARCHAR NOT NULL
+);
+
+-- grain: one row per run attempt (never replaced; failed and interrupted attempts kept)
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    as_of_date DATE,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    status VARCHAR,              -- running | succeeded | failed | interrupted
+    error VARCHAR,               -- one-line reason when status is failed
+    code_version VARCHAR,
+    parameters JSON,             -- inputs root, db, strict, policy values
+    input_checksums JSON,        -- file → SHA-256
+    row_counts JSON,             -- table → {read, used, quarantined}
+    timings JSON,                -- stage → seconds
+    warnings JSON                -- data-quality warnings: code → {count, sample}
+);

@@ -1,0 +1,63 @@
+"""Accounting identities checked on every run (dbt-style tests on the outputs).
+
+Each returns human-readable violations; an empty list means the identity holds.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+TOLERANCE = 1e-6
+
+
+def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -> list[str]:
+    """rows_read = rows_used + rows_quarantined per table; quarantine rows match the counts;
+    ``collateral_value_usd = Σ value_after_haircut_usd``; ``im`` equals the figure its mode
+    selects; ``Σ haircut_usd ≤ Σ value_usd`` of positive balances; one row per key."""
+    problems: list[str] = []
+    for row in counts.iter_rows(named=True):
+        if row["read"] != row["used"] + row["quarantined"]:
+            problems.append(f"{row['table']}: read {row['read']} != used {row['used']} + quarantined {row['quarantined']}")
+    by_table = tables["quarantine"].group_by("source_table").len()
+    quarantined = dict(zip(by_table["source_table"], by_table["len"]))
+    for row in counts.iter_rows(named=True):
+        if quarantined.get(row["table"], 0) != row["quarantined"]:
+            problems.append(f"{row['table']}: {quarantined.get(row['table'], 0)} quarantine rows, counted {row['quarantined']}")
+
+    accounts = tables["account_margin"]
+    collateral = tables["collateral_valuation"]
+    per_account = collateral.group_by("account_id").agg(
+        pl.col("value_after_haircut_usd").sum().alias("expected"),
+        pl.col("haircut_usd").sum().alias("haircut"),
+        pl.col("value_usd").filter(pl.col("value_usd") > 0).sum().alias("positive_value"),
+    )
+    joined = accounts.join(per_account, on="account_id", how="left").with_columns(
+        pl.col("expected", "haircut", "positive_value").fill_null(0.0)
+    )
+    scale = pl.max_horizontal(pl.col("expected").abs(), 1.0)
+    bad = joined.filter((pl.col("collateral_value_usd") - pl.col("expected")).abs() > TOLERANCE * scale)
+    if bad.height:
+        problems.append(f"collateral_value_usd != Σ value_after_haircut_usd for {bad.height} accounts")
+    over = joined.filter(pl.col("haircut") > pl.col("positive_value") * (1 + TOLERANCE) + TOLERANCE)
+    if over.height:
+        problems.append(f"Σ haircut_usd > Σ positive value_usd for {over.height} accounts")
+    mode_figure = (
+        pl.when(pl.col("margin_mode") == "isolated").then(pl.col("gross_im"))
+        .when(pl.col("margin_mode") == "cross").then(pl.col("net_im"))
+        .when(pl.col("margin_mode") == "portfolio").then(pl.col("portfolio_im"))
+        .otherwise(pl.max_horizontal("gross_im", "net_im", "portfolio_im"))
+    )
+    wrong_im = accounts.filter((pl.col("im") - mode_figure).abs() > TOLERANCE * pl.max_horizontal(pl.col("im").abs(), 1.0))
+    if wrong_im.height:
+        problems.append(f"im differs from its mode's figure for {wrong_im.height} accounts")
+    keys = {
+        "position_margin": ["account_id", "instrument_id"],
+        "underlying_risk": ["account_id", "underlying"],
+        "collateral_valuation": ["account_id", "asset"],
+        "account_margin": ["account_id"],
+        "group_margin": ["margin_group"],
+    }
+    for table, key in keys.items():
+        if tables[table].select(key).is_duplicated().any():
+            problems.append(f"{table}: duplicate key {key}")
+    return problems
