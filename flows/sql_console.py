@@ -1,45 +1,142 @@
-"""``margin sql``: one read-only statement, rendered as a table, CSV or JSON."""
+"""``margin sql``: one read-only statement, rendered as an aligned table, CSV or JSON.
+
+Three guards keep the warehouse unchanged, whatever is typed:
+
+1. the statement is parsed first and only a query kind is accepted (SELECT, WITH, FROM,
+   VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PRAGMA, CALL); INSERT, UPDATE, DELETE,
+   CREATE, DROP, ALTER, ATTACH, DETACH, COPY, EXPORT, INSTALL/LOAD, SET and several
+   statements at once are refused with one line before anything is opened;
+2. the connection is read-only (DuckDB refuses any write);
+3. file and network access is disabled and the configuration locked, so ``read_csv``,
+   ``COPY … TO`` or an extension cannot reach outside the warehouse.
+"""
 
 from __future__ import annotations
 
-import io
+import datetime as dt
+import decimal
+import json
+import math
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from flows.warehouse import CONNECTION_CONFIG, connect
+from flows.warehouse import connect
 
-READ_ONLY_CONFIG = {**CONNECTION_CONFIG, "enable_external_access": False, "lock_configuration": True}
+OUTPUT_FORMATS = ("table", "csv", "json")
+QUERY_STATEMENTS = {
+    duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA,
+    duckdb.StatementType.CALL,
+}
 
 
-def run_read_only_query(db: Path, query: str, output_format: str = "table", limit: int = 100) -> str:
-    """Run ``query`` on a read-only connection without file or network access."""
-    if output_format not in ("table", "csv", "json"):
-        raise ValueError(f"--format must be table, csv or json, not {output_format!r}")
+class QueryRefused(ValueError):
+    """The text is not exactly one read-only statement."""
+
+
+def check_read_only(query: str) -> None:
+    """Raise ``QueryRefused`` unless ``query`` is exactly one query statement."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as error:
+        raise QueryRefused(f"SQL syntax error: {_first_line(error)}") from error
+    if len(statements) != 1:
+        raise QueryRefused(f"give exactly one SQL statement ({len(statements)} found)")
+    kind = statements[0].type
+    if kind not in QUERY_STATEMENTS:
+        name = str(kind).rsplit(".", 1)[-1]
+        raise QueryRefused(
+            f"margin sql is read-only: {name} statements are not allowed "
+            "(use SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def run_query(db: Path, query: str) -> pl.DataFrame:
+    """Run one checked read-only statement and return its rows."""
+    check_read_only(query)
     db = Path(db)
     if not db.exists():
         raise FileNotFoundError(f"warehouse {db} does not exist yet (run `margin demo` or `margin run` first)")
-    statements = [s for s in duckdb.extract_statements(query)]
-    if len(statements) != 1:
-        raise ValueError(f"give exactly one SQL statement ({len(statements)} found)")
     con = connect(db, read_only=True)
     try:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         relation = con.sql(query)
-        frame = relation.pl() if relation is not None else pl.DataFrame()
+        return relation.pl() if relation is not None else pl.DataFrame()
     finally:
         con.close()
-    if output_format == "csv":
-        return frame.write_csv()
-    if output_format == "json":
-        return frame.write_json() + "\n"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and abs(value) < 1e-4:
+            return f"{value:.6g}"
+        if abs(value) >= 1000:
+            return f"{value:,.2f}"
+        return f"{value:.6f}".rstrip("0").rstrip(".")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return str(value).replace("\n", " ")
+
+
+def render_table(frame: pl.DataFrame, limit: int = 100, max_width: int = 60) -> str:
+    """Aligned plain-text table: numbers right-aligned, text left-aligned, NULL shown."""
+    if frame.width == 0:
+        return "(statement returned no columns)\n"
     if frame.height == 0:
-        return f"(no rows; columns: {', '.join(frame.columns) or 'none'})\n"
-    buffer = io.StringIO()
-    with pl.Config(tbl_rows=limit, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60,
-                   tbl_hide_dataframe_shape=True, tbl_formatting="ASCII_MARKDOWN", float_precision=None):
-        buffer.write(str(frame.head(limit)))
-    more = f"\n({frame.height:,} rows; first {limit} shown)" if frame.height > limit else f"\n({frame.height:,} rows)"
-    return buffer.getvalue() + more + "\n"
+        return f"(no rows; columns: {', '.join(frame.columns)})\n"
+    shown = frame.head(limit)
+    numeric = [dtype.is_numeric() for dtype in shown.dtypes]
+    cells = [[_cell(v)[:max_width] for v in shown[column].to_list()] for column in shown.columns]
+    widths = [max(len(name), *(len(c) for c in column)) for name, column in zip(shown.columns, cells)]
+    lines = [
+        " | ".join(name.ljust(w) for name, w in zip(shown.columns, widths)),
+        "-+-".join("-" * w for w in widths),
+    ]
+    for row in range(shown.height):
+        lines.append(" | ".join(
+            (column[row].rjust(w) if is_num else column[row].ljust(w))
+            for column, w, is_num in zip(cells, widths, numeric)
+        ).rstrip())
+    footer = f"({frame.height:,} rows; first {limit} shown)" if frame.height > limit else f"({frame.height:,} rows)"
+    return "\n".join(lines) + "\n" + footer + "\n"
+
+
+def _json_value(value):
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    return value
+
+
+def render(frame: pl.DataFrame, output_format: str, limit: int = 100) -> str:
+    if output_format == "csv":
+        return frame.write_csv() if frame.width else ""
+    if output_format == "json":
+        rows = [{k: _json_value(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
+        return json.dumps(rows, indent=1, default=str) + "\n"
+    return render_table(frame, limit)
+
+
+def run_read_only_query(db: Path, query: str, output_format: str = "table", limit: int = 100) -> str:
+    """Run ``query`` on a read-only connection without file or network access and render it."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"--format must be table, csv or json, not {output_format!r}")
+    return render(run_query(db, query), output_format, limit)
