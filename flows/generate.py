@@ -152,7 +152,7 @@ def _exact_mask(rng: np.random.Generator, n: int, frac: float, minimum: int = 1)
 
 def _ncdf(x: np.ndarray) -> np.ndarray:
     erf = np.frompyfunc(math.erf, 1, 1)
-    return 0.5 * (1.0 + erf(np.asarray(x, dtype=float) / math.sqrt(2.0)).astype(float))
+    return 0.5 * (1.0 + np.asarray(erf(np.asarray(x, dtype=float) / math.sqrt(2.0)), dtype=float))
 
 
 def _npdf(x: np.ndarray) -> np.ndarray:
@@ -479,14 +479,14 @@ def build_listing(seed: int, d: dt.date) -> Listing:
             K = _strike_grid(seed, u, f)
             z = np.clip(np.log(K / S) / math.sqrt(T + 0.1), -3.0, 3.0)
             term = 1.0 + 0.08 * math.exp(-T * 12.0) - 0.04 * min(T, 1.0)
-            iv = np.clip(mkt.atm[u] * term - 0.07 * z + 0.05 * z * z, 0.15, 2.5)
+            iv = np.round(np.clip(mkt.atm[u] * term - 0.07 * z + 0.05 * z * z, 0.15, 2.5), 6)
             start = len(rows["instrument_id"])
             for cp, otype in enumerate(("C", "P")):
                 val, dl, gm, vg = black76(S, K, T, iv, np.full(N_STRIKES, cp == 0))
                 val = np.maximum(val, OPTION_MIN_PRICE[u])
                 for j in range(N_STRIKES):
                     add(f"{name}-{f:%Y%m%d}-{_fmt_strike(K[j])}-{otype}", OPT, u, "USD",
-                        OPT_MULT[u], f, float(K[j]), otype, val[j], float(round(iv[j], 6)),
+                        OPT_MULT[u], f, float(K[j]), otype, val[j], float(iv[j]),
                         dl[j], gm[j], vg[j])
             for (c, k) in OPT_SLOTS:
                 if slots[(c, k)] == f:
@@ -843,6 +843,7 @@ def account_plan(n_accounts: int, seed: int) -> Plan:
     holdings[none, I_USDC] = True
     asset_w /= asset_w.sum(axis=1, keepdims=True)
 
+    _static_leg_sizes(legs, size, base_spot)
     return Plan(
         n=n, account_ids=_account_ids(n), strategy=strategy, size=size, mode=mode,
         group=group, lei=lei, lei_state=lei_state, m_target=m_target, holdings=holdings,
@@ -969,32 +970,40 @@ def _resolve_instruments(legs, lst: Listing) -> np.ndarray:
     return out
 
 
+def _static_leg_sizes(legs: dict[str, np.ndarray], size: np.ndarray, base_spot: np.ndarray) -> None:
+    """Date-independent per-leg multiplier, lot and quantity (contracts sized from the
+    leg's notional at the fixed base price, so quantities are stable from day to day)."""
+    und = legs["und"].astype(np.int64)
+    kind = legs["kind"]
+    mult = np.where(kind == FUT, FUT_MULT[und], 1.0)
+    is_opt = kind == OPT
+    mult[is_opt] = OPT_MULT[np.minimum(und[is_opt], N_OPT_UND - 1)]
+    legs["mult"] = mult
+    legs["lot"] = LOT[kind, und]
+    legs["qty0"] = legs["sign"] * size[legs["acct"]] * legs["frac"] / (base_spot[und] * mult)
+
+
 def _day_positions(plan: Plan, lst: Listing, seed: int, day_idx: int):
     legs = plan.legs
     nleg = len(legs["acct"])
     acct = legs["acct"]
-    instr = _resolve_instruments(legs, lst)
-    und = legs["und"].astype(np.int64)
     kind = legs["kind"]
-    # contracts from notional at the (fixed) base price: stable quantities
-    mult = np.select([kind == FUT, kind == OPT], [FUT_MULT[und], OPT_MULT[np.minimum(und, 2)]], 1.0)
-    lot = LOT[kind, und]
-    qty = legs["sign"] * plan.size[acct] * legs["frac"] / (plan.base_spot[und] * mult)
-    # daily changes: temporary closures and a few resized legs
-    drng = _rng(seed, 200, day_idx)
+    instr = _resolve_instruments(legs, lst)
+    mult, lot = legs["mult"], legs["lot"]
+    # daily changes: temporary closures and a few legs resized by -20%..+20%
+    r = _rng(seed, 200, day_idx).random(nleg)
     active = ((day_idx + legs["phase"]) % 180) >= legs["off_len"]
-    resize = drng.random(nleg) < 0.05
-    qty = np.where(resize, qty * drng.uniform(0.8, 1.2, nleg), qty)
-    qty = np.where(active, qty, 0.0)
+    factor = np.where(r < 0.05, 0.8 + 8.0 * r, 1.0)
+    qty = np.where(active, legs["qty0"] * factor, 0.0)
     lots = np.round(qty / lot)
     lots = np.where(active & (lots == 0) & (legs["hedge"] == 0), np.sign(qty), lots)
     # option sellers re-hedge their option delta every day
     hedge = legs["hedge"] == 1
     if hedge.any():
-        opt_delta_units = np.where(kind == OPT, lots * lot * mult * lst.delta[instr], 0.0)
-        per_acct = np.bincount(acct, weights=opt_delta_units, minlength=plan.n)
-        h_mult = mult[hedge]
-        lots[hedge] = np.round(-per_acct[acct[hedge]] / h_mult / lot[hedge])
+        opt = np.flatnonzero(kind == OPT)
+        per_acct = np.bincount(acct[opt], weights=lots[opt] * lot[opt] * mult[opt] * lst.delta[instr[opt]],
+                               minlength=plan.n)
+        lots[hedge] = np.round(-per_acct[acct[hedge]] / mult[hedge] / lot[hedge])
     keep = lots != 0
     return instr, lots, lot, mult, keep
 
