@@ -1,0 +1,647 @@
+"""Regulatory and analyst exports of one as-of date (SPEC §10).
+
+``export_files(db, as_of, fmt, out)`` writes, under the folder ``out``:
+
+* ``emir-csv`` / ``emir-xml``: the EMIR Refit Table 3 margin report, one record per
+  account holding positions or collateral on ``D``, as RFC 4180 CSV or as an ISO 20022
+  ``auth.108.001.01`` document.  Every record is checked first (``check_record``); a
+  record that fails is not exported and is listed with its reasons in
+  ``…_rejected.csv``.  Without ``allow_partial`` nothing but that list is written when a
+  record fails.
+* ``csv`` / ``parquet``: analyst extracts of ``account_margin`` and
+  ``collateral_valuation`` for ``D``, each row with ``row_hash`` (SHA-256 of the
+  canonical CSV line of its business columns, see ``canonical_line``).
+
+Each successful export also writes ``manifest_<kind>_<D>.json`` (files, row counts,
+SHA-256).  There is no run id and no clock in any file except ``reporting_time``, so the
+same warehouse, inputs and reporting time give byte-identical files.  File names are
+built from sanitised parts and checked to stay inside ``out``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+
+import polars as pl
+import pycountry
+from lxml import etree
+from stdnum.iso7064 import mod_97_10
+
+from flows.settings import DEFAULT_INPUTS
+from flows.warehouse import open_warehouse
+
+FORMATS = ("emir-csv", "emir-xml", "csv", "parquet")
+AUTH_108_NAMESPACE = "urn:iso:std:iso:20022:tech:xsd:auth.108.001.01"
+REPORTING_CURRENCY = "USD"
+ACTION_TYPE = "MARU"
+MAX_DIGITS = 25
+FRACTION_DIGITS = 5
+QUANTUM = Decimal(1).scaleb(-FRACTION_DIGITS)
+
+#: EMIR Refit Table 3 fields of the margin report, in file order (SPEC §10).
+EMIR_FIELDS = (
+    ("3.1", "reporting_timestamp"),
+    ("3.2", "report_submitting_entity_id"),
+    ("3.3", "entity_responsible_for_reporting"),
+    ("3.4", "counterparty_1"),
+    ("3.5", "counterparty_2_identifier_type"),
+    ("3.6", "counterparty_2"),
+    ("3.7", "collateral_timestamp"),
+    ("3.8", "collateral_portfolio_indicator"),
+    ("3.9", "collateral_portfolio_code"),
+    ("3.10", "uti"),
+    ("3.11", "collateralisation_category"),
+    ("3.20", "initial_margin_collected_pre_haircut"),
+    ("3.21", "initial_margin_collected_post_haircut"),
+    ("3.22", "currency_of_initial_margin_collected"),
+    ("3.23", "variation_margin_collected_pre_haircut"),
+    ("3.24", "variation_margin_collected_post_haircut"),
+    ("3.25", "currency_of_variation_margin_collected"),
+    ("3.28", "action_type"),
+    ("3.29", "event_date"),
+)
+EMIR_HEADER = tuple(f"{number} {name}" for number, name in EMIR_FIELDS)
+FIELD_NAMES = tuple(name for _, name in EMIR_FIELDS)
+
+#: Which margin the reporting firm (counterparty 1) collects from counterparty 2 under
+#: each collateralisation category (ESMA EMIR Refit validation rules, field 3.11):
+#: (initial margin collected, variation margin collected) — True mandatory, False blank.
+CATEGORY_COLLECTS = {
+    "UNCL": (False, False),
+    "PRC1": (False, False),
+    "PRC2": (False, True),
+    "PRCL": (False, True),
+    "OWC1": (False, False),
+    "OWC2": (True, True),
+    "OWP1": (False, True),
+    "OWP2": (True, True),
+    "FLCL": (True, True),
+}
+LEI_PATTERN = re.compile(r"^[A-Z0-9]{18}[0-9]{2}$")
+PORTFOLIO_CODE_PATTERN = re.compile(r"^[A-Za-z0-9]{1,52}$")
+TIMESTAMP_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+AMOUNT_FIELDS = (
+    ("initial_margin_collected_pre_haircut", "initial_margin_collected_post_haircut",
+     "currency_of_initial_margin_collected"),
+    ("variation_margin_collected_pre_haircut", "variation_margin_collected_post_haircut",
+     "currency_of_variation_margin_collected"),
+)
+EXTRACT_TABLES = ("account_margin", "collateral_valuation")
+EXTRACT_KEYS = {"account_margin": ("account_id",), "collateral_valuation": ("account_id", "asset")}
+
+
+class ExportError(RuntimeError):
+    """The export cannot be made at all (no results for the date, bad arguments)."""
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and what it refused."""
+
+    fmt: str
+    as_of: dt.date
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    manifest: Path | None = None
+    records: int = 0
+    rejected: list[tuple[str, list[str]]] = field(default_factory=list)
+    rejections_file: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> bool:
+        return self.manifest is not None
+
+
+# --- value checks and formats -------------------------------------------------------
+
+def lei_problem(lei: str | None) -> str | None:
+    """Why ``lei`` is not a valid ISO 17442 LEI (20 chars, MOD 97-10), or None when it is."""
+    if lei is None or lei == "":
+        return "LEI is missing"
+    if len(lei) != 20:
+        return f"LEI {lei!r} has {len(lei)} characters, not 20"
+    if not LEI_PATTERN.match(lei):
+        return f"LEI {lei!r} is not 18 upper-case letters/digits followed by 2 check digits"
+    if not mod_97_10.is_valid(lei):
+        return f"LEI {lei!r} fails its ISO 17442 MOD 97-10 check digits"
+    return None
+
+
+def format_decimal(value: float | int | Decimal | None) -> str:
+    """An amount as SPEC §10 wants it: ≤ 5 fraction digits rounded half up, no exponent,
+    dot separator, no trailing zeros; '' for None.  Floats go through their shortest
+    repr, so 0.000005 rounds to 0.00001 (not to the binary 4.99…e-06)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"amount {value!r} is not a finite number")
+        number = Decimal(repr(value))
+    else:
+        number = Decimal(value)
+    rounded = number.quantize(QUANTUM, rounding=ROUND_HALF_UP)
+    if rounded == 0:
+        return "0"
+    text = format(rounded, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def amount_problem(name: str, text: str) -> str | None:
+    """Why a formatted amount breaks the SPEC §10 rules, or None."""
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return f"{name} {text!r} is not a decimal number"
+    if not number.is_finite():
+        return f"{name} {text!r} is not finite"
+    if "e" in text.lower():
+        return f"{name} {text!r} uses an exponent"
+    if number < 0:
+        return f"{name} {text} is negative"
+    integer, _, fraction = text.lstrip("-").partition(".")
+    if len(fraction) > FRACTION_DIGITS:
+        return f"{name} {text} has more than {FRACTION_DIGITS} decimals"
+    if len(integer.lstrip("0")) + len(fraction) > MAX_DIGITS:
+        return f"{name} {text} has more than {MAX_DIGITS} digits"
+    return None
+
+
+def currency_problem(name: str, code: str) -> str | None:
+    if pycountry.currencies.get(alpha_3=code) is None:
+        return f"{name} {code!r} is not an ISO 4217 currency"
+    return None
+
+
+def utc_timestamp(moment: dt.datetime) -> str:
+    """``YYYY-MM-DDThh:mm:ssZ`` in UTC (a naive time is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def portfolio_code(account_id: str) -> str:
+    """Stable alphanumeric collateral portfolio code (≤ 52 chars): ``MRG`` + the account id
+    when it is short and alphanumeric, else ``MRGH`` + 48 hex digits of its SHA-256."""
+    if re.fullmatch(r"[A-Za-z0-9]{1,49}", account_id):
+        return "MRG" + account_id
+    return "MRGH" + hashlib.sha256(account_id.encode("utf-8")).hexdigest()[:48].upper()
+
+
+def safe_component(text: str, limit: int = 64) -> str:
+    """A file-name part from data: letters, digits, '-', '_' only (others become '_')."""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", str(text))[:limit]
+    return cleaned or "_"
+
+
+def _target(out: Path, name: str) -> Path:
+    path = (out / name).resolve()
+    if path.parent != out.resolve():
+        raise ExportError(f"refusing to write {name!r} outside {out}")
+    return path
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_bytes(payload)
+    os.replace(temporary, path)
+
+
+def sha256_bytes(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+# --- EMIR margin report ---------------------------------------------------------------
+
+def check_record(record: dict, as_of: dt.date) -> list[str]:
+    """Every reason ``record`` (field name → text, '' = blank) may not be reported."""
+    reasons = []
+    for name in ("report_submitting_entity_id", "entity_responsible_for_reporting", "counterparty_1"):
+        problem = lei_problem(record[name] or None)
+        if problem:
+            reasons.append(f"{name}: {problem}")
+    if record["counterparty_2_identifier_type"] == "true":
+        problem = lei_problem(record["counterparty_2"] or None)
+        if problem:
+            reasons.append(f"counterparty_2: {problem}")
+    elif record["counterparty_2_identifier_type"] != "false" or not record["counterparty_2"]:
+        reasons.append("counterparty_2: identifier type must be true/false and the identifier present")
+    for name in ("reporting_timestamp", "collateral_timestamp"):
+        if not TIMESTAMP_PATTERN.match(record[name]):
+            reasons.append(f"{name} {record[name]!r} is not YYYY-MM-DDThh:mm:ssZ")
+    if not record["collateral_timestamp"].startswith(as_of.isoformat()):
+        reasons.append("collateral_timestamp is not on the as-of date")
+    if record["collateral_portfolio_indicator"] != "true" or not PORTFOLIO_CODE_PATTERN.match(
+        record["collateral_portfolio_code"]
+    ):
+        reasons.append("collateral_portfolio_code must be 1-52 letters or digits with the indicator true")
+    if record["uti"]:
+        reasons.append("uti must be blank for portfolio reporting")
+    category = record["collateralisation_category"]
+    if category not in CATEGORY_COLLECTS:
+        reasons.append(f"collateralisation_category {category!r} is not one of {', '.join(CATEGORY_COLLECTS)}")
+    collects = CATEGORY_COLLECTS.get(category, (True, True))
+    for (pre, post, currency), required, label in zip(AMOUNT_FIELDS, collects, ("initial", "variation")):
+        present = [bool(record[pre]), bool(record[post]), bool(record[currency])]
+        if required and not all(present):
+            reasons.append(f"category {category} requires {label} margin collected (pre, post and currency)")
+            continue
+        if not required and any(present):
+            reasons.append(f"category {category} excludes {label} margin collected, but it is present")
+            continue
+        if not required:
+            continue
+        amount_reasons = [p for p in (amount_problem(pre, record[pre]), amount_problem(post, record[post])) if p]
+        reasons += amount_reasons
+        if not amount_reasons and Decimal(record[post]) > Decimal(record[pre]):
+            reasons.append(f"{post} {record[post]} exceeds {pre} {record[pre]}")
+        problem = currency_problem(currency, record[currency])
+        if problem:
+            reasons.append(problem)
+    if record["action_type"] != ACTION_TYPE:
+        reasons.append(f"action_type must be {ACTION_TYPE}")
+    if record["event_date"] != as_of.isoformat():
+        reasons.append("event_date is not the as-of date")
+    return reasons
+
+
+def _policy(con, db: Path, inputs: Path, as_of: dt.date) -> dict:
+    """Reporting LEI and category: the publishing run's parameters, else the inputs' policy.toml."""
+    row = con.sql(
+        "SELECT r.parameters FROM runs AS r WHERE r.run_id = "
+        "(SELECT any_value(run_id) FROM account_margin WHERE as_of_date = ?)",
+        params=[as_of],
+    ).fetchall()
+    parameters = json.loads(row[0][0]) if row and row[0][0] else {}
+    if parameters.get("reporting_lei"):
+        return {
+            "reporting_lei": parameters["reporting_lei"],
+            "collateralisation_category": parameters.get("collateralisation_category") or "OWC2",
+        }
+    from flows.loading import StructuralError, locate, read_policy
+
+    try:
+        policy = read_policy(locate(inputs, as_of, "policy.toml"))
+    except StructuralError:
+        policy = {"reporting_lei": None, "collateralisation_category": "OWC2"}
+    return {k: policy.get(k) for k in ("reporting_lei", "collateralisation_category")}
+
+
+def variation_margin(inputs: Path, as_of: dt.date) -> tuple[dict[str, float], list[str]]:
+    """Cumulative VM collected per account from ``date=D/variation_margin.parquet`` (SPEC §10)."""
+    path = Path(inputs) / f"date={as_of.isoformat()}" / "variation_margin.parquet"
+    if not path.is_file():
+        return {}, [f"{path} not found: variation margin collected reported as 0"]
+    frame = pl.read_parquet(path)
+    missing = {"account_id", "vm_collected_usd"} - set(frame.columns)
+    if missing:
+        raise ExportError(f"{path}: required column {sorted(missing)[0]!r} is missing")
+    frame = frame.select(pl.col("account_id").cast(pl.String), pl.col("vm_collected_usd").cast(pl.Float64))
+    duplicated = frame.filter(pl.col("account_id").is_duplicated())["account_id"].unique().sort().to_list()
+    warnings = [f"{path}: accounts listed more than once, values summed: {', '.join(duplicated[:5])}"] if duplicated else []
+    summed = frame.group_by("account_id").agg(pl.col("vm_collected_usd").sum())
+    return dict(zip(summed["account_id"].to_list(), summed["vm_collected_usd"].to_list())), warnings
+
+
+def emir_records(db: Path, as_of: dt.date, reporting_time: dt.datetime, inputs: Path) -> tuple[list[dict], list[str]]:
+    """One EMIR Table 3 record (field name → text) per account holding positions or collateral on D."""
+    with open_warehouse(db, read_only=True) as con:
+        accounts = con.sql(
+            """
+            SELECT a.account_id, a.lei,
+                   coalesce(c.pre_haircut, 0) AS pre_haircut, coalesce(c.post_haircut, 0) AS post_haircut
+            FROM account_margin AS a
+            LEFT JOIN (
+                SELECT account_id,
+                       sum(value_usd) FILTER (WHERE value_usd > 0) AS pre_haircut,
+                       sum(value_after_haircut_usd) FILTER (WHERE value_usd > 0) AS post_haircut,
+                       count(*) FILTER (WHERE amount <> 0) AS balances
+                FROM collateral_valuation WHERE as_of_date = $1 GROUP BY account_id
+            ) AS c USING (account_id)
+            WHERE a.as_of_date = $1 AND (a.position_count > 0 OR coalesce(c.balances, 0) > 0)
+            ORDER BY a.account_id
+            """,
+            params=[as_of],
+        ).pl()
+        published = con.sql("SELECT count(*) FROM account_margin WHERE as_of_date = ?", params=[as_of]).fetchall()[0][0]
+        policy = _policy(con, db, inputs, as_of)
+    if not published:
+        raise ExportError(f"no results for {as_of} in {db} (run `margin run --date {as_of}` first)")
+    vm, warnings = variation_margin(inputs, as_of)
+    reporting_lei = policy["reporting_lei"] or ""
+    category = policy["collateralisation_category"] or ""
+    collects_im, collects_vm = CATEGORY_COLLECTS.get(category, (True, True))
+    records = []
+    for account_id, lei, pre, post in accounts.select("account_id", "lei", "pre_haircut", "post_haircut").iter_rows():
+        vm_collected = vm.get(account_id, 0.0)
+        amounts = {}
+        for name, value in (("im_pre", pre), ("im_post", post), ("vm", vm_collected)):
+            try:
+                amounts[name] = format_decimal(value)
+            except ValueError:
+                amounts[name] = str(value)
+        records.append({
+            "reporting_timestamp": utc_timestamp(reporting_time),
+            "report_submitting_entity_id": reporting_lei,
+            "entity_responsible_for_reporting": reporting_lei,
+            "counterparty_1": reporting_lei,
+            "counterparty_2_identifier_type": "true" if lei else "false",
+            "counterparty_2": lei if lei else account_id,
+            "collateral_timestamp": f"{as_of.isoformat()}T23:59:59Z",
+            "collateral_portfolio_indicator": "true",
+            "collateral_portfolio_code": portfolio_code(account_id),
+            "uti": "",
+            "collateralisation_category": category,
+            "initial_margin_collected_pre_haircut": amounts["im_pre"] if collects_im or pre else "",
+            "initial_margin_collected_post_haircut": amounts["im_post"] if collects_im or post else "",
+            "currency_of_initial_margin_collected": REPORTING_CURRENCY if collects_im or pre else "",
+            "variation_margin_collected_pre_haircut": amounts["vm"] if collects_vm or vm_collected else "",
+            "variation_margin_collected_post_haircut": amounts["vm"] if collects_vm or vm_collected else "",
+            "currency_of_variation_margin_collected": REPORTING_CURRENCY if collects_vm or vm_collected else "",
+            "action_type": ACTION_TYPE,
+            "event_date": as_of.isoformat(),
+            "_account_id": account_id,
+        })
+    return records, warnings
+
+
+def emir_csv_bytes(records: list[dict]) -> bytes:
+    """RFC 4180 CSV (CRLF, header row, minimal quoting), UTF-8."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(EMIR_HEADER)
+    for record in records:
+        writer.writerow([record[name] for name in FIELD_NAMES])
+    return buffer.getvalue().encode("utf-8")
+
+
+def _sub(parent, tag: str, text: str | None = None, **attributes):
+    element = etree.SubElement(parent, f"{{{AUTH_108_NAMESPACE}}}{tag}", **attributes)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _lei_party(parent, tag: str, lei: str) -> None:
+    _sub(_sub(_sub(_sub(parent, tag), "Id"), "Lgl"), "Id").append(_leaf("LEI", lei))
+
+
+def _leaf(tag: str, text: str):
+    element = etree.Element(f"{{{AUTH_108_NAMESPACE}}}{tag}")
+    element.text = text
+    return element
+
+
+def emir_xml_bytes(records: list[dict]) -> bytes:
+    """ISO 20022 auth.108.001.01 DerivativesTradeMarginDataReport, one ``MrgnUpd`` (action
+    type MARU) per record; amounts carry ``Ccy``.  Canonical layout, UTF-8, LF."""
+    document = etree.Element(f"{{{AUTH_108_NAMESPACE}}}Document", nsmap={None: AUTH_108_NAMESPACE})
+    report = _sub(document, "DerivsTradMrgnDataRpt")
+    _sub(_sub(report, "RptHdr"), "NbRcrds", str(len(records)))
+    trades = _sub(report, "TradData")
+    for record in records:
+        update = _sub(_sub(trades, "Rpt"), "MrgnUpd")
+        _sub(update, "RptgTmStmp", record["reporting_timestamp"])
+        parties = _sub(update, "CtrPtyId")
+        _lei_party(parties, "RptgCtrPty", record["counterparty_1"])
+        other = _sub(_sub(_sub(parties, "OthrCtrPty"), "IdTp"), "Lgl")
+        if record["counterparty_2_identifier_type"] == "true":
+            _sub(_sub(other, "Id"), "LEI", record["counterparty_2"])
+        else:
+            account = _sub(_sub(other, "Id"), "Othr")
+            _sub(account, "Id", record["counterparty_2"])
+            _sub(_sub(account, "SchmeNm"), "Prtry", "ACCOUNT")
+        _sub(_sub(parties, "SubmitgAgt"), "LEI", record["report_submitting_entity_id"])
+        _sub(_sub(parties, "NttyRspnsblForRpt"), "LEI", record["entity_responsible_for_reporting"])
+        _sub(update, "EvtDt", record["event_date"])
+        collateral = _sub(update, "Coll")
+        _sub(_sub(_sub(collateral, "CollPrtflCd"), "Prtfl"), "Cd", record["collateral_portfolio_code"])
+        _sub(collateral, "CollstnCtgy", record["collateralisation_category"])
+        _sub(collateral, "TmStmp", record["collateral_timestamp"])
+        amounts = [
+            ("InitlMrgnRcvdPreHrcut", "initial_margin_collected_pre_haircut", "currency_of_initial_margin_collected"),
+            ("InitlMrgnRcvdPstHrcut", "initial_margin_collected_post_haircut", "currency_of_initial_margin_collected"),
+            ("VartnMrgnRcvdPreHrcut", "variation_margin_collected_pre_haircut", "currency_of_variation_margin_collected"),
+            ("VartnMrgnRcvdPstHrcut", "variation_margin_collected_post_haircut", "currency_of_variation_margin_collected"),
+        ]
+        present = [(tag, record[name], record[currency]) for tag, name, currency in amounts if record[name]]
+        if present:
+            received = _sub(update, "RcvdMrgnOrColl")
+            for tag, value, currency in present:
+                _sub(received, tag, value, Ccy=currency)
+    return etree.tostring(document, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def parse_emir_xml(payload: bytes) -> list[dict]:
+    """Read an auth.108 file written by ``emir_xml_bytes`` back into records (field → text)."""
+    ns = {"d": AUTH_108_NAMESPACE}
+    root = etree.fromstring(payload)
+    if root.tag != f"{{{AUTH_108_NAMESPACE}}}Document":
+        raise ValueError(f"not an auth.108.001.01 document: root is {root.tag}")
+    records = []
+
+    def text(node, path: str) -> str:
+        found = node.find(path, ns)
+        return found.text if found is not None and found.text is not None else ""
+
+    for update in root.iterfind("d:DerivsTradMrgnDataRpt/d:TradData/d:Rpt/d:MrgnUpd", ns):
+        other_lei = text(update, "d:CtrPtyId/d:OthrCtrPty/d:IdTp/d:Lgl/d:Id/d:LEI")
+        received = {
+            tag: (element.text, element.get("Ccy"))
+            for element in update.iterfind("d:RcvdMrgnOrColl/*", ns)
+            for tag in [etree.QName(element).localname]
+        }
+
+        def amount(tag: str) -> tuple[str, str]:
+            return received.get(tag, ("", ""))
+
+        records.append({
+            "reporting_timestamp": text(update, "d:RptgTmStmp"),
+            "report_submitting_entity_id": text(update, "d:CtrPtyId/d:SubmitgAgt/d:LEI"),
+            "entity_responsible_for_reporting": text(update, "d:CtrPtyId/d:NttyRspnsblForRpt/d:LEI"),
+            "counterparty_1": text(update, "d:CtrPtyId/d:RptgCtrPty/d:Id/d:Lgl/d:Id/d:LEI"),
+            "counterparty_2_identifier_type": "true" if other_lei else "false",
+            "counterparty_2": other_lei or text(update, "d:CtrPtyId/d:OthrCtrPty/d:IdTp/d:Lgl/d:Id/d:Othr/d:Id"),
+            "collateral_timestamp": text(update, "d:Coll/d:TmStmp"),
+            "collateral_portfolio_indicator": "true" if text(update, "d:Coll/d:CollPrtflCd/d:Prtfl/d:Cd") else "false",
+            "collateral_portfolio_code": text(update, "d:Coll/d:CollPrtflCd/d:Prtfl/d:Cd"),
+            "uti": text(update, "d:TxId/d:UnqTxIdr"),
+            "collateralisation_category": text(update, "d:Coll/d:CollstnCtgy"),
+            "initial_margin_collected_pre_haircut": amount("InitlMrgnRcvdPreHrcut")[0],
+            "initial_margin_collected_post_haircut": amount("InitlMrgnRcvdPstHrcut")[0],
+            "currency_of_initial_margin_collected": amount("InitlMrgnRcvdPreHrcut")[1],
+            "variation_margin_collected_pre_haircut": amount("VartnMrgnRcvdPreHrcut")[0],
+            "variation_margin_collected_post_haircut": amount("VartnMrgnRcvdPstHrcut")[0],
+            "currency_of_variation_margin_collected": amount("VartnMrgnRcvdPreHrcut")[1],
+            "action_type": ACTION_TYPE,
+            "event_date": text(update, "d:EvtDt"),
+        })
+    return records
+
+
+def parse_emir_csv(payload: bytes) -> list[dict]:
+    """Read an EMIR CSV written by ``emir_csv_bytes`` back into records (field → text)."""
+    rows = list(csv.reader(io.StringIO(payload.decode("utf-8"), newline="")))
+    if not rows or tuple(rows[0]) != EMIR_HEADER:
+        raise ValueError("not an EMIR margin report CSV: unexpected header")
+    return [dict(zip(FIELD_NAMES, row)) for row in rows[1:]]
+
+
+def _rejections_csv(rejected: list[tuple[str, list[str]]]) -> bytes:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["account_id", "reasons"])
+    for account_id, reasons in rejected:
+        writer.writerow([account_id, "; ".join(reasons)])
+    return buffer.getvalue().encode("utf-8")
+
+
+# --- analyst extracts ------------------------------------------------------------------
+
+def canonical_value(value) -> str:
+    """Canonical text of one value in ``row_hash``: '' for null, shortest round-trip repr
+    for floats, true/false, ISO dates, strings as they are."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+def canonical_line(values: list) -> str:
+    """One RFC 4180 CSV line (minimal quoting, no line end) of canonical values."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator="").writerow([canonical_value(v) for v in values])
+    return buffer.getvalue()
+
+
+def row_hash(values: list) -> str:
+    return hashlib.sha256(canonical_line(values).encode("utf-8")).hexdigest()
+
+
+def extract_frame(db: Path, table: str, as_of: dt.date) -> pl.DataFrame:
+    """The business columns of ``table`` for ``as_of`` (everything but run_id), in key
+    order, with ``row_hash``."""
+    keys = ", ".join(EXTRACT_KEYS[table])
+    with open_warehouse(db, read_only=True) as con:
+        frame = con.sql(
+            f"SELECT * EXCLUDE (run_id) FROM {table} WHERE as_of_date = ? ORDER BY {keys}", params=[as_of]
+        ).pl()
+    hashes = [row_hash(list(row)) for row in frame.iter_rows()]
+    return frame.with_columns(pl.Series("row_hash", hashes, dtype=pl.String))
+
+
+def extract_csv_bytes(frame: pl.DataFrame) -> bytes:
+    """CSV of the extract with the same canonical values that ``row_hash`` is computed on,
+    so a reader can recompute any row's hash from the file."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(frame.columns)
+    for row in frame.iter_rows():
+        writer.writerow([canonical_value(v) for v in row])
+    return buffer.getvalue().encode("utf-8")
+
+
+def extract_parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=True)
+    return buffer.getvalue()
+
+
+# --- the command -----------------------------------------------------------------------
+
+def export_files(
+    db: Path,
+    as_of: dt.date,
+    fmt: str,
+    out: Path,
+    reporting_time: dt.datetime | None = None,
+    allow_partial: bool = False,
+    inputs: Path | None = None,
+) -> ExportResult:
+    """Write the ``fmt`` export of ``as_of`` under the folder ``out`` (SPEC §10)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    db, out = Path(db), Path(out)
+    if not db.exists():
+        raise ExportError(f"warehouse {db} does not exist yet (run `margin demo` or `margin run` first)")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a folder")
+    reporting_time = reporting_time or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    inputs = Path(inputs) if inputs is not None else DEFAULT_INPUTS
+    result = ExportResult(fmt=fmt, as_of=as_of, out=out)
+    day = as_of.isoformat()
+    payloads: list[tuple[str, bytes, int]] = []
+
+    if fmt.startswith("emir"):
+        records, result.warnings = emir_records(db, as_of, reporting_time, inputs)
+        accepted = []
+        for record in records:
+            reasons = check_record(record, as_of)
+            if reasons:
+                result.rejected.append((record["_account_id"], reasons))
+            else:
+                accepted.append(record)
+        reporter = safe_component(records[0]["counterparty_1"] if records else "no_records", 20)
+        stem = f"emir_margin_{reporter}_{day}"
+        out.mkdir(parents=True, exist_ok=True)
+        if result.rejected:
+            result.rejections_file = _target(out, f"{stem}_rejected.csv")
+            _write_atomic(result.rejections_file, _rejections_csv(result.rejected))
+            if not allow_partial:
+                return result
+        payload = emir_csv_bytes(accepted) if fmt == "emir-csv" else emir_xml_bytes(accepted)
+        payloads.append((f"{stem}.{'csv' if fmt == 'emir-csv' else 'xml'}", payload, len(accepted)))
+        result.records = len(accepted)
+        kind = "emir"
+    else:
+        for table in EXTRACT_TABLES:
+            frame = extract_frame(db, table, as_of)
+            if table == "account_margin" and frame.height == 0:
+                raise ExportError(f"no results for {as_of} in {db} (run `margin run --date {as_of}` first)")
+            payload = extract_csv_bytes(frame) if fmt == "csv" else extract_parquet_bytes(frame)
+            payloads.append((f"{safe_component(table)}_{day}.{fmt}", payload, frame.height))
+            result.records += frame.height
+        kind = "extract"
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_files = []
+    for name, payload, rows in payloads:
+        path = _target(out, name)
+        _write_atomic(path, payload)
+        result.files.append(path)
+        manifest_files.append({"file": name, "rows": rows, "bytes": len(payload), "sha256": sha256_bytes(payload)})
+    manifest = {
+        "as_of_date": day,
+        "format": fmt,
+        "reporting_time": utc_timestamp(reporting_time),
+        "files": manifest_files,
+        "rejected_records": [{"account_id": a, "reasons": r} for a, r in result.rejected],
+        "warnings": result.warnings,
+    }
+    if kind == "extract":
+        manifest["row_hash"] = (
+            "SHA-256 of the UTF-8 CSV line (RFC 4180, minimal quoting, no line end) of the row's other "
+            "columns in file order: '' for null, floats as shortest round-trip repr, true/false, ISO dates"
+        )
+    result.manifest = _target(out, f"manifest_{safe_component(fmt)}_{day}.json")
+    _write_atomic(result.manifest, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return result
