@@ -1,0 +1,224 @@
+"""Benchmark the end-of-day run against two netting-only floors, at exchange sizes.
+
+    uv run python -m benchmarks.run                       # 1M and 10M position rows
+    uv run python -m benchmarks.run --sizes 1M            # quick (about a minute)
+    uv run python -m benchmarks.run --sizes 10M,100M      # 100M: needs ~24 GB and a long while
+
+For each size the harness generates a book with the project's generator
+(``flows.generate.generate_day``, ≈10 position rows per account, a third of them
+options, 1–3 sources per leg; 100M is the 10M book tiled ×10 with renamed accounts and
+groups) and caches it under ``data/bench/`` (git-ignored).  Every measurement runs in a
+fresh subprocess, so its peak RSS (``ru_maxrss`` from ``wait4``) is its own:
+
+- ``full``      the production path (``run_end_of_day``: load, one ``collect_all``,
+                identity checks, Parquet save, DuckDB publish), median of ``--repeat``;
+- ``profile``   the same methodology stage by stage (load, validate, net, value,
+                portfolio margin, collateral, accounts, groups), each stage collected
+                separately — where the time goes;
+- ``floors``    the netting-only pipeline in Polars streaming and in DuckDB SQL on the
+                same files, median of ``--repeat``.
+
+It prints one table (sizes as columns) with the ratios full/floor, and writes the raw
+numbers to ``data/bench/results-<timestamp>.json``.  ``--markdown`` prints the table
+as Markdown for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = PROJECT_ROOT / "data" / "bench"
+AS_OF = dt.date(2026, 11, 16)
+ROWS_PER_ACCOUNT = 10
+PROFILE_STAGES = ("load", "validate", "net", "value", "portfolio_margin", "collateral", "accounts", "groups")
+
+
+def parse_size(text: str) -> int:
+    """``1M`` → 1_000_000 position rows (``k``, ``M`` suffixes; plain integers too)."""
+    text = text.strip().upper()
+    factor = {"K": 1_000, "M": 1_000_000}.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in ("K", "M") else text
+    return int(float(number) * factor)
+
+
+def size_label(rows: int) -> str:
+    return f"{rows // 1_000_000}M" if rows % 1_000_000 == 0 else f"{rows // 1_000}k"
+
+
+def run_child(kind: str, inputs: Path, workdir: Path, *extra: str) -> dict:
+    """Run one ``benchmarks.measure`` in a fresh process; adds its ``peak_rss_gb`` and ``wall``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = open(workdir / f"{kind}.log", "ab")
+    env = {**os.environ, "MARGIN_QUIET": "1", "MARGIN_DATA_DIR": str(workdir / "data")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.measure", kind, str(inputs), AS_OF.isoformat(), str(workdir), *extra],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=log,
+    )
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    log.close()
+    if process.returncode != 0:
+        raise SystemExit(f"benchmarks: {kind} on {inputs} failed (exit {process.returncode}); see {log.name}")
+    result = json.loads(output.decode().strip().splitlines()[-1])
+    result["peak_rss_gb"] = round(usage.ru_maxrss / 1024 / 1024, 3)  # ru_maxrss is in KiB on Linux
+    return result
+
+
+def ensure_book(rows: int) -> Path:
+    """The cached synthetic book for ``rows`` position rows, generated on first use."""
+    accounts = rows // ROWS_PER_ACCOUNT
+    inputs = BENCH_DIR / f"accounts_{accounts}"
+    marker = inputs / f".complete-{AS_OF.isoformat()}"
+    if marker.exists():
+        return inputs
+    if rows > 10_000_000 and rows % 10_000_000 == 0:
+        source = ensure_book(10_000_000)
+        tiles = rows // 10_000_000
+        print(f"  tiling the 10M book ×{tiles} into {inputs} …", file=sys.stderr, flush=True)
+        run_child("generate", inputs, BENCH_DIR / "work", "--tile-from", str(source), "--tiles", str(tiles))
+    else:
+        print(f"  generating {accounts:,} accounts into {inputs} …", file=sys.stderr, flush=True)
+        run_child("generate", inputs, BENCH_DIR / "work", "--accounts", str(accounts))
+    marker.touch()
+    return inputs
+
+
+def median_run(kind: str, inputs: Path, workdir: Path, repeat: int, *extra: str) -> dict:
+    runs = [run_child(kind, inputs, workdir, *extra) for _ in range(repeat)]
+    totals = [r["timings"]["total"] for r in runs]
+    best = runs[totals.index(sorted(totals)[len(totals) // 2])]
+    best["all_totals"] = totals
+    best["peak_rss_gb"] = max(r["peak_rss_gb"] for r in runs)
+    return best
+
+
+def measure_size(rows: int, repeat: int, profile: bool, partitions: int) -> dict:
+    inputs = ensure_book(rows)
+    workdir = BENCH_DIR / "work" / size_label(rows)
+    say = lambda text: print(f"  {size_label(rows)}: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    say("Polars floor …")
+    floor_pl = median_run("floor-polars", inputs, workdir, repeat)
+    say("DuckDB floor …")
+    floor_db = median_run("floor-duckdb", inputs, workdir, repeat)
+    say("full run …")
+    full = median_run("full", inputs, workdir, repeat)
+    result = {"rows": full["rows"], "inputs": str(inputs), "floor_polars": floor_pl, "floor_duckdb": floor_db,
+              "full": full}
+    if profile:
+        say("stage profile …")
+        result["profile"] = run_child("profile", inputs, workdir)
+    if partitions:
+        say(f"partitioned run ({partitions} partitions) …")
+        result["partitioned"] = median_run("partitioned", inputs, workdir, 1, "--partitions", str(partitions))
+    return result
+
+
+def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
+    """(metric, one cell per size) rows of the printed table."""
+    def cell(value, fmt="{:.2f}"):
+        return "–" if value is None else fmt.format(value)
+
+    rows: list[tuple[str, list[str]]] = []
+    sizes = list(results)
+    rows.append(("position rows", [f"{results[s]['rows']:,}" for s in sizes]))
+    for stage in PROFILE_STAGES:
+        rows.append((f"profile: {stage} (s)",
+                     [cell(results[s].get("profile", {}).get("timings", {}).get(stage)) for s in sizes]))
+    full = {s: results[s]["full"]["timings"] for s in sizes}
+    ready = {s: full[s]["load"] + full[s]["compute"] + full[s].get("check", 0.0) for s in sizes}
+    publish = {s: full[s].get("save", 0.0) + full[s].get("publish", 0.0) for s in sizes}
+    floor_pl = {s: results[s]["floor_polars"]["timings"]["total"] for s in sizes}
+    floor_db = {s: results[s]["floor_duckdb"]["timings"]["total"] for s in sizes}
+    rows += [
+        ("full: load (s)", [cell(full[s]["load"]) for s in sizes]),
+        ("full: compute, one collect_all (s)", [cell(full[s]["compute"]) for s in sizes]),
+        ("full: identity checks (s)", [cell(full[s].get("check")) for s in sizes]),
+        ("full: publish-ready = load+compute+check (s)", [cell(ready[s]) for s in sizes]),
+        ("full: save Parquet + publish DuckDB (s)", [cell(publish[s]) for s in sizes]),
+        ("full: end to end (s)", [cell(full[s]["total"]) for s in sizes]),
+        ("full: peak RSS (GB)", [cell(results[s]["full"]["peak_rss_gb"]) for s in sizes]),
+        ("full: rows per second, end to end", [f"{results[s]['rows'] / full[s]['total']:,.0f}" for s in sizes]),
+        ("floor Polars streaming (s)", [cell(floor_pl[s]) for s in sizes]),
+        ("floor Polars peak RSS (GB)", [cell(results[s]["floor_polars"]["peak_rss_gb"]) for s in sizes]),
+        ("floor DuckDB SQL (s)", [cell(floor_db[s]) for s in sizes]),
+        ("floor DuckDB peak RSS (GB)", [cell(results[s]["floor_duckdb"]["peak_rss_gb"]) for s in sizes]),
+        ("ratio publish-ready / Polars floor (target ≤ 3)", [cell(ready[s] / floor_pl[s]) for s in sizes]),
+        ("ratio end to end / Polars floor (target ≤ 5)", [cell(full[s]["total"] / floor_pl[s]) for s in sizes]),
+        ("ratio publish-ready / DuckDB floor", [cell(ready[s] / floor_db[s]) for s in sizes]),
+        ("ratio end to end / DuckDB floor", [cell(full[s]["total"] / floor_db[s]) for s in sizes]),
+    ]
+    if any("partitioned" in results[s] for s in sizes):
+        rows += [
+            ("partitioned: load + compute (s)",
+             [cell(results[s].get("partitioned", {}).get("timings", {}).get("total")) for s in sizes]),
+            ("partitioned: peak RSS (GB)", [cell(results[s].get("partitioned", {}).get("peak_rss_gb")) for s in sizes]),
+        ]
+    return rows
+
+
+def render(results: dict[str, dict], markdown: bool) -> str:
+    rows = table_rows(results)
+    header = ["metric", *results]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join([name, *cells]) + " |" for name, cells in rows]
+        return "\n".join(lines)
+    width = max(len(name) for name, _ in rows)
+    cell_width = max(12, *(len(c) for _, cells in rows for c in cells))
+    lines = [f"{header[0]:<{width}}  " + "  ".join(f"{h:>{cell_width}}" for h in header[1:])]
+    lines += [f"{name:<{width}}  " + "  ".join(f"{c:>{cell_width}}" for c in cells) for name, cells in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    import duckdb
+    import polars
+
+    return (f"{cpu}, {os.cpu_count()} CPUs, {memory_gb:.1f} GiB RAM, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, polars {polars.__version__}, duckdb {duckdb.__version__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="1M,10M", help="Comma-separated position-row counts (default 1M,10M).")
+    parser.add_argument("--repeat", type=int, default=1, help="Runs per measurement; the median is reported.")
+    parser.add_argument("--no-profile", action="store_true", help="Skip the stage-by-stage profile run.")
+    parser.add_argument("--partitions", type=int, default=0,
+                        help="Also time the margin-group partitioned run with N partitions (0: skip).")
+    parser.add_argument("--markdown", action="store_true", help="Print the table as Markdown.")
+    args = parser.parse_args(argv)
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    results = {}
+    for rows in sizes:
+        results[size_label(rows)] = measure_size(rows, args.repeat, not args.no_profile, args.partitions)
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    out = BENCH_DIR / f"results-{stamp}.json"
+    out.write_text(json.dumps({"machine": machine(), "as_of": AS_OF.isoformat(), "results": results}, indent=1))
+    print(f"Machine: {machine()}")
+    print(render(results, args.markdown))
+    print(f"\nraw numbers: {out.relative_to(PROJECT_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
