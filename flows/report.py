@@ -1,0 +1,247 @@
+"""``margin report --date D``: the risk desk's daily page, one self-contained HTML file.
+
+The figures come from the report queries in ``sql/reports/`` (which read the analyst
+views); the charts are Altair specs rendered to inline SVG by vl-convert, so the page
+needs no network, no JavaScript and no CDN.  The page holds no clock time: the same
+warehouse gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+import os
+from pathlib import Path
+
+import altair as alt
+import polars as pl
+import vl_convert
+
+from flows.settings import SQL_DIR
+from flows.warehouse import open_warehouse
+
+REPORT_QUERIES = (
+    "headline", "im_by_mode", "accounts_by_status", "top_deficits", "netting_by_group",
+    "risk_by_underlying", "change_drivers", "top_movers", "collateral_by_asset",
+)
+STATUS_COLOURS = {"ok": "#4c9a2a", "margin_call": "#e0a100", "liquidation": "#c0392b", "deficit": "#7d3c98"}
+CHART_WIDTH = 520
+
+
+class ReportError(RuntimeError):
+    """The report cannot be made (no results for the date)."""
+
+
+def report_data(db: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
+    """Every report query of ``sql/reports/`` for ``as_of``, by name."""
+    with open_warehouse(db, read_only=True) as con:
+        frames = {
+            name: con.sql((SQL_DIR / "reports" / f"{name}.sql").read_text(), params=[as_of]).pl()
+            for name in REPORT_QUERIES
+        }
+    if frames["headline"]["accounts"][0] == 0:
+        raise ReportError(f"no results for {as_of} in {db} (run `margin run --date {as_of}` first)")
+    return frames
+
+
+def svg(chart: alt.TopLevelMixin) -> str:
+    """An Altair chart as an inline SVG element (rendered offline by vl-convert)."""
+    text = vl_convert.vegalite_to_svg(chart.to_json())
+    return text[text.index("<svg"):]
+
+
+def _usd(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.0f}"
+
+
+def _cell(value, column: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if column.endswith(("_pct", "_share", "_haircut")) or column == "share_of_collateral":
+            return f"{value:.1%}"
+        if column.endswith("_units"):
+            return f"{value:,.3f}"
+        return _usd(value)
+    return html.escape(str(value))
+
+
+def html_table(frame: pl.DataFrame, empty: str = "none") -> str:
+    if frame.height == 0:
+        return f'<p class="empty">{html.escape(empty)}</p>'
+    numeric = [dtype.is_numeric() for dtype in frame.dtypes]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    rows = []
+    for row in frame.iter_rows():
+        cells = "".join(
+            f'<td class="{"num" if is_num else "txt"}">{_cell(v, c)}</td>'
+            for v, c, is_num in zip(row, frame.columns, numeric)
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _long(frame: pl.DataFrame, key: str, columns: list[str], name: str = "figure") -> pl.DataFrame:
+    return frame.select(key, *columns).unpivot(index=key, variable_name=name, value_name="usd")
+
+
+def charts(data: dict[str, pl.DataFrame]) -> dict[str, str]:
+    """Inline SVG per report section (empty string when the section has no data)."""
+    out: dict[str, str] = {}
+    modes = data["im_by_mode"]
+    if modes.height:
+        out["im_by_mode"] = svg(
+            alt.Chart(_long(modes, "margin_mode", ["gross_im", "net_im", "portfolio_im", "im"]))
+            .mark_bar()
+            .encode(
+                x=alt.X("margin_mode:N", title="margin mode"),
+                xOffset=alt.XOffset("figure:N", sort=["gross_im", "net_im", "portfolio_im", "im"]),
+                y=alt.Y("usd:Q", title="USD"),
+                color=alt.Color("figure:N", sort=["gross_im", "net_im", "portfolio_im", "im"]),
+            )
+            .properties(width=CHART_WIDTH, height=260, title="Initial margin by mode: charged (im) vs each method")
+        )
+    status = data["accounts_by_status"]
+    if status.height:
+        out["accounts_by_status"] = svg(
+            alt.Chart(status)
+            .mark_bar()
+            .encode(
+                y=alt.Y("kind:N", title=None),
+                x=alt.X("accounts:Q", title="accounts"),
+                color=alt.Color("status:N", scale=alt.Scale(
+                    domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values()))),
+                order=alt.Order("status:N"),
+            )
+            .properties(width=CHART_WIDTH, height=110, title="Accounts by status")
+        )
+    deficits = data["top_deficits"]
+    if deficits.height:
+        out["top_deficits"] = svg(
+            alt.Chart(deficits)
+            .mark_bar()
+            .encode(
+                y=alt.Y("account_id:N", sort="-x", title=None),
+                x=alt.X("binding_deficit:Q", title="USD to restore initial margin (binding book)"),
+                color=alt.Color("binding_status:N", scale=alt.Scale(
+                    domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values()))),
+            )
+            .properties(width=CHART_WIDTH, height=max(60, 18 * deficits.height), title="Largest deficits")
+        )
+    groups = data["netting_by_group"]
+    if groups.height:
+        out["netting_by_group"] = svg(
+            alt.Chart(_long(groups, "margin_group", ["member_netting_benefit", "aggregation_benefit"], "benefit"))
+            .mark_bar()
+            .encode(
+                y=alt.Y("margin_group:N", title="margin group", sort="-x"),
+                x=alt.X("usd:Q", title="USD saved vs gross margin"),
+                color=alt.Color("benefit:N"),
+            )
+            .properties(width=CHART_WIDTH, height=max(60, 22 * groups.height),
+                        title="Netting and aggregation benefit by group")
+        )
+    risk = data["risk_by_underlying"]
+    if risk.height:
+        out["risk_by_underlying"] = svg(
+            alt.Chart(_long(risk, "underlying", ["scan_risk", "calendar_charge", "short_option_min", "risk"]))
+            .mark_bar()
+            .encode(
+                x=alt.X("underlying:N"),
+                xOffset=alt.XOffset("figure:N"),
+                y=alt.Y("usd:Q", title="USD"),
+                color=alt.Color("figure:N"),
+            )
+            .properties(width=CHART_WIDTH, height=260, title="Risk by underlying (Σ over accounts)")
+        )
+    drivers = data["change_drivers"].filter(pl.col("prev_date").is_not_null())
+    if drivers.height:
+        out["change_drivers"] = svg(
+            alt.Chart(drivers)
+            .mark_bar()
+            .encode(
+                y=alt.Y("driver:N", title=None, sort=["collateral", "price", "positions"]),
+                x=alt.X("change_usd:Q", title="USD change since the previous date"),
+                row=alt.Row("measure:N", title=None),
+                color=alt.condition("datum.change_usd < 0", alt.value("#c0392b"), alt.value("#4c9a2a")),
+            )
+            .properties(width=CHART_WIDTH, height=90, title="Day-over-day change by driver")
+        )
+    return out
+
+
+STYLE = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; }
+h1 { margin-bottom: 0.1em; } .sub { color: #666; margin-top: 0; }
+section { margin: 2em 0; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+.cards { display: flex; flex-wrap: wrap; gap: 1em; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.6em 1em; min-width: 150px; }
+.card b { display: block; font-size: 1.3em; } .card span { color: #666; font-size: 0.85em; }
+table { border-collapse: collapse; font-size: 0.85em; margin-top: 0.8em; }
+th, td { border-bottom: 1px solid #eee; padding: 0.25em 0.6em; } th { text-align: left; background: #f6f6f6; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; } .empty { color: #666; font-style: italic; }
+.chart svg { max-width: 100%; height: auto; } .scroll { overflow-x: auto; }
+td.txt { min-width: 4em; }
+"""
+
+
+def render_html(as_of: dt.date, data: dict[str, pl.DataFrame]) -> str:
+    """The whole page as text (deterministic for the same data)."""
+    head = data["headline"].row(0, named=True)
+    figures = charts(data)
+
+    def chart(name: str) -> str:
+        return f'<div class="chart" id="chart-{name}">{figures[name]}</div>' if name in figures else ""
+
+    cards = [
+        ("accounts", f"{head['accounts']:,}"),
+        ("not ok (binding)", f"{head['accounts_not_ok']:,}"),
+        ("initial margin (USD)", _usd(head["im"])),
+        ("equity (USD)", _usd(head["equity"])),
+        ("netting benefit (USD)", _usd(head["netting_benefit"])),
+        ("aggregation benefit (USD)", _usd(head["aggregation_benefit"])),
+        ("quarantined rows", f"{head['quarantined_rows']:,}"),
+    ]
+    prev = data["change_drivers"]["prev_date"].drop_nulls()
+    change_title = f"Day-over-day change since {prev[0]}" if prev.len() else "Day-over-day change"
+    sections = [
+        ("Initial margin by mode", chart("im_by_mode") + html_table(data["im_by_mode"])),
+        ("Accounts by status", chart("accounts_by_status") + html_table(data["accounts_by_status"])),
+        ("Top deficits (margin calls and liquidations)",
+         chart("top_deficits") + html_table(data["top_deficits"], "no account on margin call or in liquidation")),
+        ("Netting and aggregation benefit", chart("netting_by_group") + html_table(data["netting_by_group"])),
+        ("Risk by underlying", chart("risk_by_underlying") + html_table(data["risk_by_underlying"])),
+        (change_title,
+         (chart("change_drivers") + html_table(data["top_movers"]))
+         if prev.len() else '<p class="empty">no earlier date in the warehouse to compare with</p>'),
+        ("Collateral by asset", html_table(data["collateral_by_asset"])),
+    ]
+    body = "".join(
+        f'<section><h2>{html.escape(title)}</h2>{content}</section>' for title, content in sections
+    )
+    card_html = "".join(f'<div class="card"><b>{v}</b><span>{html.escape(k)}</span></div>' for k, v in cards)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>Margin report {as_of}</title><style>{STYLE}</style></head><body>"
+        f"<h1>End-of-day margin report — {as_of}</h1>"
+        f'<p class="sub">All amounts in USD. Run {html.escape(str(head["run_id"]))}. '
+        "Definitions: docs/data_dictionary.md.</p>"
+        f'<div class="cards">{card_html}</div>{body}</body></html>\n'
+    )
+
+
+def write_report(db: Path, as_of: dt.date, out: Path) -> Path:
+    """Render the report of ``as_of`` to the HTML file ``out`` (written atomically)."""
+    page = render_html(as_of, report_data(Path(db), as_of))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(out.name + ".partial")
+    temporary.write_text(page, encoding="utf-8")
+    os.replace(temporary, out)
+    return out

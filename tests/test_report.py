@@ -1,0 +1,93 @@
+"""``margin report``: a self-contained HTML page whose charts render in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import margin_cli
+from flows.report import ReportError, report_data, write_report
+from published_books import DAY, build_warehouse
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+)
+SECTION_CHARTS = ("im_by_mode", "accounts_by_status", "top_deficits", "netting_by_group", "risk_by_underlying",
+                  "change_drivers")
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    db, _ = build_warehouse(tmp_path_factory.mktemp("report"))
+    return db
+
+
+@pytest.fixture(scope="module")
+def page(warehouse, tmp_path_factory) -> Path:
+    return write_report(warehouse, DAY, tmp_path_factory.mktemp("report-out") / "report.html")
+
+
+def test_page_is_self_contained(page):
+    text = page.read_text(encoding="utf-8")
+    assert "<script" not in text.lower()
+    links = set(re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", text))
+    assert links == set()  # no CDN, no external stylesheet, no image file
+    assert set(re.findall(r"https?://[^\"' )]+", text)) <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+
+
+def test_page_has_every_section_with_its_figures(page, warehouse):
+    text = page.read_text(encoding="utf-8")
+    for name in SECTION_CHARTS:
+        assert f'id="chart-{name}"' in text
+    data = report_data(warehouse, DAY)
+    assert data["headline"]["accounts"][0] == 12
+    assert set(data["top_deficits"]["account_id"]) == {"ACC0004", "ACC0009"}
+    assert "Day-over-day change since 2025-03-13" in text
+    # the drivers add up to the change of the book's totals
+    drivers = dict(zip(data["change_drivers"]["driver"] + "/" + data["change_drivers"]["measure"],
+                       data["change_drivers"]["change_usd"]))
+    assert drivers["price/im"] + drivers["positions/im"] == pytest.approx(5027650.753448367 - 3955534.4939409024)
+
+
+def test_same_warehouse_gives_the_same_bytes(page, warehouse, tmp_path):
+    again = write_report(warehouse, DAY, tmp_path / "again.html")
+    assert again.read_bytes() == page.read_bytes()
+
+
+def test_date_without_results_is_a_clear_error(warehouse, tmp_path):
+    with pytest.raises(ReportError, match="no results for 2025-03-20"):
+        write_report(warehouse, DAY.replace(day=20), tmp_path / "none.html")
+
+
+def test_page_renders_its_charts_in_headless_chromium(page, tmp_path):
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("/usr/bin/chromium is required in CI (apt-get install -y chromium)")
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install -y chromium); CI runs this test")
+    result = subprocess.run(
+        [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert "End-of-day margin report — 2025-03-14" in dom
+    for name in SECTION_CHARTS:
+        chart = re.search(rf'<div class="chart" id="chart-{name}">(.*?)</div>', dom, re.S)
+        assert chart, f"chart {name} missing from the rendered DOM"
+        assert "<svg" in chart.group(1)
+        assert re.search(r"<(path|rect)\b", chart.group(1)), f"chart {name} has no marks"
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_cli_writes_the_report(warehouse, tmp_path):
+    out = tmp_path / "nested" / "desk.html"
+    result = margin_cli("report", "--date", DAY.isoformat(), "--db", str(warehouse), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out) and out.stat().st_size > 10_000
