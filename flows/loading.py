@@ -8,6 +8,7 @@ Problems of single values are left to ``transforms.validation`` (quarantine).
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import math
 import tomllib
@@ -129,12 +130,28 @@ def read_table(path: Path, table: str) -> pl.DataFrame:
             if (table, column) in OPTIONAL_COLUMNS:
                 columns.append(pl.lit(None, dtype=POLARS_TYPES[wanted]).alias(column))
                 continue
-            raise StructuralError(path, column, "required column is missing")
+            raise StructuralError(path, column, "required column is missing" + _near_miss(column, raw.columns))
         columns.append(_cast_column(raw, path, column, wanted).alias(column))
     try:
         return raw.select(columns)
     except pl.exceptions.PolarsError as error:
+        for column in columns:  # one column at a time, so the message names the failing column
+            try:
+                raw.select(column)
+            except pl.exceptions.PolarsError as column_error:
+                name = column.meta.output_name()
+                raise StructuralError(path, name, f"cannot be read as {TABLE_SCHEMAS[table][name]} "
+                                                  f"({str(column_error).splitlines()[0][:200]})") from column_error
         raise StructuralError(path, None, f"cannot cast to the contract types ({str(error).splitlines()[0][:200]})")
+
+
+def _near_miss(column: str, present: list[str]) -> str:
+    """A hint naming the file's column that looks like the missing one (names are exact)."""
+    folded = {name.strip().lower().replace(" ", "_"): name for name in present}
+    if column in folded:
+        return f" (found {folded[column]!r}; column names are exact)"
+    close = difflib.get_close_matches(column, present, n=1, cutoff=0.8)
+    return f" (found {close[0]!r}; column names are exact)" if close else ""
 
 
 def _require(condition: bool, path: Path, column: str, reason: str) -> None:

@@ -224,11 +224,39 @@ def usable_rows(checked: pl.LazyFrame) -> pl.LazyFrame:
     return checked.filter(pl.col("reason").is_null()).drop("reason")
 
 
+#: Float columns of the daily tables (SPEC §2); their NaN / ±inf must survive into ``row_json``.
+FLOAT_COLUMNS = frozenset({"quantity", "price", "implied_vol", "amount", "usd_rate", "multiplier", "strike"})
+
+
+def _json_value(column: str) -> pl.Expr:
+    """JSON text of one value.  JSON has no NaN or infinity, and the plain encoder writes
+    them as ``null``; they are written as the strings "NaN", "Infinity", "-Infinity" so an
+    auditor can tell them from a missing value."""
+    encoded = pl.struct(pl.col(column)).struct.json_encode().str.strip_prefix(f'{{"{column}":').str.strip_suffix("}")
+    if column not in FLOAT_COLUMNS:
+        return encoded
+    value = pl.col(column)
+    return (
+        pl.when(value.is_nan()).then(pl.lit('"NaN"'))
+        .when(value == float("inf")).then(pl.lit('"Infinity"'))
+        .when(value == float("-inf")).then(pl.lit('"-Infinity"'))
+        .otherwise(encoded)
+    )
+
+
+def row_json(columns: tuple[str, ...]) -> pl.Expr:
+    """The original row as a JSON object with every column (SPEC §3)."""
+    parts: list[pl.Expr] = [pl.lit("{")]
+    for position, column in enumerate(columns):
+        parts += [pl.lit(("," if position else "") + f'"{column}":'), _json_value(column)]
+    parts.append(pl.lit("}"))
+    return pl.concat_str(parts)
+
+
 def quarantine_rows(checked: pl.LazyFrame, source_table: str) -> pl.LazyFrame:
     """One quarantine row per failed input row: ``source_table``, ``row_json``, ``reason``."""
-    original = [c for c in INPUT_COLUMNS[source_table]]
     return checked.filter(pl.col("reason").is_not_null()).select(
         pl.lit(source_table).alias("source_table"),
-        pl.struct(original).struct.json_encode().alias("row_json"),
+        row_json(INPUT_COLUMNS[source_table]).alias("row_json"),
         pl.col("reason"),
     )
