@@ -33,6 +33,15 @@ app = typer.Typer(
 DateOption = Annotated[str, typer.Option("--date", help="As-of date, YYYY-MM-DD.")]
 InputsOption = Annotated[Path, typer.Option("--inputs", help="Input root holding reference/ and date=YYYY-MM-DD/ folders.")]
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB warehouse file.")]
+LockTimeoutOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--lock-timeout",
+        help="Seconds to wait for the warehouse while another process (e.g. an analyst's read-only "
+        "session) holds it, then fail; results stay saved for `margin publish`. "
+        "Default: $MARGIN_LOCK_TIMEOUT or 60.",
+    ),
+]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -95,10 +104,12 @@ def generate(
         typer.echo(str(folder))
 
 
-def _run_backfill(first: dt.date, last: dt.date, inputs: Path, db: Path, strict: bool) -> dict:
+def _run_backfill(
+    first: dt.date, last: dt.date, inputs: Path, db: Path, strict: bool, lock_timeout: float | None = None
+) -> dict:
     from flows.eod import backfill as backfill_flow
 
-    outcome = backfill_flow(first.isoformat(), last.isoformat(), str(inputs), str(db), strict)
+    outcome = backfill_flow(first.isoformat(), last.isoformat(), str(inputs), str(db), strict, lock_timeout)
     return outcome
 
 
@@ -109,13 +120,16 @@ def run(
     db: DbOption = DEFAULT_DB,
     strict: Annotated[bool, typer.Option("--strict", help="Fail the run if any row is quarantined.")] = False,
     summary: Annotated[bool, typer.Option("--summary/--no-summary", help="Print the day's headline figures.")] = True,
+    lock_timeout: LockTimeoutOption = None,
 ) -> None:
-    """Run the end-of-day flow for one date; exit 0 on success, 1 with a one-line reason on failure."""
+    """Run the end-of-day flow for one date; exit 0 on success, 1 with a one-line reason on failure.
+
+    From system cron without a Prefect server: `margin run --date $(date -u +%F)`."""
     from flows.eod import RunFailed, eod_margin
 
     as_of = parse_date(date)
     try:
-        eod_margin(as_of.isoformat(), str(inputs), str(db), strict)
+        eod_margin(as_of.isoformat(), str(inputs), str(db), strict, lock_timeout=lock_timeout)
     except RunFailed as error:
         fail(str(error))
     if summary:
@@ -131,13 +145,14 @@ def backfill(
     inputs: InputsOption = DEFAULT_INPUTS,
     db: DbOption = DEFAULT_DB,
     strict: Annotated[bool, typer.Option("--strict", help="Fail a date if any row is quarantined.")] = False,
+    lock_timeout: LockTimeoutOption = None,
 ) -> None:
     """Run every business date in [start, end] that has inputs, in order; a failed date
     is reported and the rest continue (exit 1 if any failed)."""
     first, last = parse_date(start, "--start"), parse_date(end, "--end")
     if last < first:
         fail("--end is before --start")
-    outcome = _run_backfill(first, last, inputs, db, strict)
+    outcome = _run_backfill(first, last, inputs, db, strict, lock_timeout)
     typer.echo(f"succeeded: {len(outcome['succeeded'])}  failed: {len(outcome['failed'])}")
     for day, reason in outcome["failed"].items():
         typer.echo(f"  {day}: {reason}", err=True)
@@ -151,16 +166,20 @@ def backfill(
 def publish(
     date: DateOption,
     db: DbOption = DEFAULT_DB,
+    lock_timeout: LockTimeoutOption = None,
 ) -> None:
     """Load a date's saved results (written by a run whose warehouse load could not
-    happen, e.g. a locked file) into the warehouse, atomically."""
+    happen, e.g. a locked file) into the warehouse, atomically.  No recomputation: the
+    Parquet saved beside the warehouse (`<db>.results/date=D/`) is published as is."""
     from flows import results_store, warehouse
     from flows.settings import results_dir_for
 
     as_of = parse_date(date)
     try:
         tables, record = results_store.load_results(results_dir_for(db), as_of)
-        warehouse.publish_date(db, as_of, record["run_id"], tables, {**record, "status": "succeeded"})
+        record = {**record, "status": "succeeded", "error": None,
+                  "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        warehouse.publish_date(db, as_of, record["run_id"], tables, record, lock_timeout=lock_timeout)
     except (FileNotFoundError, warehouse.WarehouseLocked) as error:
         fail(str(error))
     typer.echo(f"published {as_of} (run {record['run_id']}) to {db}")
@@ -186,6 +205,40 @@ def sql(
     except Exception as error:  # one line for every kind of failure
         fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     sys.stdout.write(output)
+
+
+@app.command()
+def serve(
+    name: Annotated[str, typer.Option("--name", help="Deployment name (shown as eod-margin/NAME in the Prefect UI).")] = "weekday-eod",
+    at: Annotated[str, typer.Option("--at", help="Time of day of the run, HH:MM (24-hour), Monday to Friday.")] = "18:30",
+    timezone: Annotated[str, typer.Option("--timezone", help="IANA time zone of --at and of \"today\" (e.g. Europe/London).")] = "UTC",
+    cron: Annotated[Optional[str], typer.Option("--cron", help="Full cron expression instead of --at (e.g. \"0 22 * * *\" for every day).")] = None,
+    inputs: InputsOption = DEFAULT_INPUTS,
+    db: DbOption = DEFAULT_DB,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail a scheduled run if any row is quarantined.")] = False,
+    lock_timeout: LockTimeoutOption = None,
+) -> None:
+    """Serve the scheduled end-of-day deployment: every weekday at --at (--timezone) run
+    the flow for today's date in that time zone.  Blocks until Ctrl-C (which pauses the
+    schedule).  Point PREFECT_API_URL at a `prefect server start` to see the runs in the
+    Prefect UI; see docs/operations.md."""
+    import os
+
+    from flows.serve import ScheduleError, check_cron, check_timezone, serve_eod, weekday_cron
+
+    try:
+        check_timezone(timezone)
+        expression = check_cron(cron, timezone) if cron else weekday_cron(at)
+    except ScheduleError as error:
+        fail(str(error))
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.echo(
+            "margin: note: PREFECT_API_URL is not set; serving against a temporary server "
+            "(no UI). Start `prefect server start` and export PREFECT_API_URL to keep run history.",
+            err=True,
+        )
+    typer.echo(f"serving eod-margin/{name}: `{expression}` ({timezone}) → {db}; Ctrl-C to stop", err=True)
+    serve_eod(name, at, timezone, cron, inputs=inputs, db=db, strict=strict, lock_timeout=lock_timeout)
 
 
 @app.command()

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import subprocess
 import uuid
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
+from zoneinfo import ZoneInfo
 
 from flows.settings import DEFAULT_DB, DEFAULT_INPUTS, PROJECT_ROOT, configure_prefect, results_dir_for
 
@@ -22,9 +25,12 @@ import polars as pl  # noqa: E402
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NONE as NO_CACHE  # noqa: E402
 
+import duckdb  # noqa: E402
+
 from flows import results_store, warehouse  # noqa: E402
 from flows.loading import LoadedInputs, StructuralError, load_inputs  # noqa: E402
 from flows.progress import StageTimer, say  # noqa: E402
+from flows.warehouse import fault_point  # noqa: E402
 from transforms.identities import identity_violations  # noqa: E402
 from transforms.pipeline import MarginResults, compute_margin  # noqa: E402
 
@@ -67,7 +73,26 @@ def warnings_summary(warnings: pl.DataFrame, sample: int = 10) -> dict:
     return dict(sorted(summary.items()))
 
 
-@task(name="load inputs", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def _transient_io_error(task, task_run, state) -> bool:
+    """Retry condition of the I/O tasks: only errors that another attempt can cure.
+
+    A structural input error, a failed identity check or a warehouse still locked after
+    its bounded wait is final (retrying would only multiply the wait)."""
+    try:
+        state.result()
+    except (StructuralError, warehouse.WarehouseLocked):
+        return False
+    except (OSError, duckdb.IOException):
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _transient_io_error}
+
+
+@task(name="load inputs", cache_policy=NO_CACHE, **IO_RETRIES)
 def load_inputs_task(inputs_root: str, as_of: dt.date) -> LoadedInputs:
     return load_inputs(Path(inputs_root), as_of)
 
@@ -77,22 +102,31 @@ def compute_margin_task(loaded: LoadedInputs) -> MarginResults:
     return compute_margin(loaded.margin_inputs)
 
 
-@task(name="save results", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="save results", cache_policy=NO_CACHE, **IO_RETRIES)
 def save_results_task(db: str, as_of: dt.date, run_id: str, results: MarginResults, record: dict) -> str:
     return str(results_store.save_results(results_dir_for(Path(db)), as_of, run_id, results.tables, record))
 
 
-@task(name="publish", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def publish_task(db: str, as_of: dt.date, run_id: str, tables: dict, record: dict) -> None:
-    warehouse.publish_date(Path(db), as_of, run_id, tables, record)
+@task(name="publish", cache_policy=NO_CACHE, **IO_RETRIES)
+def publish_task(db: str, as_of: dt.date, run_id: str, tables: dict, record: dict, lock_timeout: float | None) -> None:
+    warehouse.publish_date(Path(db), as_of, run_id, tables, record, lock_timeout=lock_timeout)
 
 
-def run_end_of_day(as_of: dt.date, inputs: Path, db: Path, strict: bool = False, *, use_tasks: bool = True) -> dict:
+def run_end_of_day(
+    as_of: dt.date,
+    inputs: Path,
+    db: Path,
+    strict: bool = False,
+    *,
+    use_tasks: bool = True,
+    lock_timeout: float | None = None,
+) -> dict:
     """One date end to end; returns the run record.  Raises ``RunFailed`` with a one-line reason.
 
     The run record is appended to the run log at the start (``running``) and at the end
     (``succeeded`` / ``failed``); the warehouse ``runs`` table receives it with the
     publish, or at the next publish when the warehouse could not be written.
+    ``use_tasks=False`` runs the same stages as plain calls (no Prefect run).
     """
     call = (lambda t, *a: t(*a)) if use_tasks else (lambda t, *a: t.fn(*a))
     run_id = f"{as_of.isoformat()}-{uuid.uuid4().hex[:12]}"
@@ -112,15 +146,18 @@ def run_end_of_day(as_of: dt.date, inputs: Path, db: Path, strict: bool = False,
         "warnings": {},
     }
     warehouse.append_run_log(db, record)
+    stage = "load"
     try:
         with timer.stage("load") as note:
             loaded = call(load_inputs_task, str(inputs), as_of)
             note["note"] = f"{len(loaded.files)} files"
+        fault_point("load")
         record["input_checksums"] = loaded.checksums
         record["parameters"].update(
             {k: loaded.policy[k] for k in ("maintenance_ratio", "vol_floor", "reporting_lei", "collateralisation_category")}
         )
         record["parameters"]["files"] = loaded.files
+        stage = "compute"
         with timer.stage("compute") as note:
             results = call(compute_margin_task, loaded)
             counts = {r["table"]: {k: r[k] for k in ("read", "used", "quarantined")} for r in results.counts.to_dicts()}
@@ -128,8 +165,10 @@ def run_end_of_day(as_of: dt.date, inputs: Path, db: Path, strict: bool = False,
                 f"{counts['positions']['read']:,} position rows, {results.tables['account_margin'].height:,} accounts, "
                 f"{results.tables['quarantine'].height:,} quarantined"
             )
+        fault_point("compute")
         record["row_counts"] = counts
         record["warnings"] = warnings_summary(results.warnings)
+        stage = "check"
         with timer.stage("check"):
             problems = identity_violations(results.tables, results.counts)
         if problems:
@@ -140,24 +179,33 @@ def run_end_of_day(as_of: dt.date, inputs: Path, db: Path, strict: bool = False,
             detail = ", ".join(f"{r}={n}" for r, n in reasons.iter_rows())
             raise RunFailed(f"--strict: {quarantined} rows quarantined ({detail})")
         record["status"] = "succeeded"
-        with timer.stage("save"):
+        result_rows = sum(frame.height for frame in results.tables.values())
+        stage = "save"
+        with timer.stage("save") as note:
             record["finished_at"] = _utcnow().isoformat()
             call(save_results_task, str(db), as_of, run_id, results, _final(record))
-        with timer.stage("publish"):
+            note["note"] = f"{result_rows:,} rows in {len(results.tables)} Parquet files"
+        stage = "publish"
+        with timer.stage("publish") as note:
             record["finished_at"] = _utcnow().isoformat()
-            call(publish_task, str(db), as_of, run_id, results.tables, _final(record))
+            call(publish_task, str(db), as_of, run_id, results.tables, _final(record), lock_timeout)
+            note["note"] = f"{result_rows:,} rows → {db}"
         record["timings"]["total"] = round(timer.total, 4)
         say(f"[green]{as_of} published[/green] run {run_id} in {timer.total:.2f}s")
         return _final(record)
     except BaseException as error:
-        reason = _one_line(error)
-        record["status"] = "failed" if record["status"] != "succeeded" else "failed"
-        record["error"] = reason
+        reason = _one_line(error, as_of)
+        record["status"] = "failed"
+        record["error"] = f"{stage}: {reason}"
         record["finished_at"] = _utcnow().isoformat()
+        record["timings"]["total"] = round(timer.total, 4)
         warehouse.append_run_log(db, _final(record))
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
-        warehouse.record_runs(db, lock_timeout=2.0)
+        try:  # the failed attempt reaches ``runs`` now, or with the next publish
+            warehouse.record_runs(db, lock_timeout=2.0)
+        except Exception as recording_error:
+            say(f"[yellow]run record kept in the run log:[/yellow] {_one_line(recording_error, as_of)}")
         if isinstance(error, RunFailed):
             raise
         raise RunFailed(reason) from error
@@ -167,19 +215,46 @@ def _final(record: dict) -> dict:
     return {**record, "timings": dict(record["timings"])}
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException, as_of: dt.date | None = None) -> str:
     if isinstance(error, StructuralError):
         return f"structural error: {error}"
     if isinstance(error, warehouse.WarehouseLocked):
-        return f"{error}; results are saved, finish with `margin publish --date D`"
+        return (
+            f"{error}; results are saved as Parquet, finish with "
+            f"`margin publish --date {as_of.isoformat() if as_of else 'D'}` once it is free"
+        )
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
 
 
+def resolve_as_of(as_of: str, timezone: str = "UTC") -> dt.date:
+    """An ISO date, or ``today``: the date, in ``timezone``, of the flow run's scheduled
+    start (a scheduled run that starts late still computes the day it was meant for;
+    outside a flow run, now)."""
+    if as_of != "today":
+        return dt.date.fromisoformat(as_of)
+    from prefect.runtime import flow_run
+
+    scheduled = flow_run.scheduled_start_time
+    return dt.datetime.fromisoformat(scheduled.isoformat()).astimezone(ZoneInfo(timezone)).date()
+
+
 @flow(name="eod-margin", log_prints=False)
-def eod_margin(as_of: str, inputs: str = str(DEFAULT_INPUTS), db: str = str(DEFAULT_DB), strict: bool = False) -> dict:
-    """End-of-day margin for one business date (ISO ``as_of``): load, compute, save, publish."""
-    record = run_end_of_day(dt.date.fromisoformat(as_of), Path(inputs), Path(db), strict)
+def eod_margin(
+    as_of: str = "today",
+    inputs: str = str(DEFAULT_INPUTS),
+    db: str = str(DEFAULT_DB),
+    strict: bool = False,
+    timezone: str = "UTC",
+    lock_timeout: Optional[float] = None,
+) -> dict:
+    """End-of-day margin for one business date: load, compute, save, publish.
+
+    ``as_of`` is an ISO date or ``today`` (the scheduled date in ``timezone``, used by
+    ``margin serve``); ``lock_timeout`` bounds the wait for the warehouse lock
+    (default ``MARGIN_LOCK_TIMEOUT`` or 60 s)."""
+    day = resolve_as_of(as_of, timezone)
+    record = run_end_of_day(day, Path(inputs), Path(db), strict, lock_timeout=lock_timeout)
     _markdown_artifact(record, Path(db))
     return {k: record[k] for k in ("run_id", "as_of_date", "status", "row_counts", "timings")}
 
@@ -198,34 +273,74 @@ def business_dates(inputs: Path, start: dt.date, end: dt.date) -> list[dt.date]:
 
 
 @flow(name="backfill", log_prints=False)
-def backfill(start: str, end: str, inputs: str = str(DEFAULT_INPUTS), db: str = str(DEFAULT_DB), strict: bool = False) -> dict:
+def backfill(
+    start: str,
+    end: str,
+    inputs: str = str(DEFAULT_INPUTS),
+    db: str = str(DEFAULT_DB),
+    strict: bool = False,
+    lock_timeout: Optional[float] = None,
+) -> dict:
     """Every business date in [start, end] with inputs, in order; a failed date is reported, the rest continue."""
     dates = business_dates(Path(inputs), dt.date.fromisoformat(start), dt.date.fromisoformat(end))
     outcome: dict = {"succeeded": [], "failed": {}}
     for day in dates:
         try:
-            record = run_end_of_day(day, Path(inputs), Path(db), strict)
+            record = run_end_of_day(day, Path(inputs), Path(db), strict, lock_timeout=lock_timeout)
             outcome["succeeded"].append(record["as_of_date"])
+            _markdown_artifact(record, Path(db))
         except RunFailed as error:
             say(f"[red]{day} failed[/red]: {error}")
             outcome["failed"][day.isoformat()] = str(error)
-    _markdown_artifact(None, Path(db), dates=[d.isoformat() for d in dates if d.isoformat() in outcome["succeeded"]])
     return outcome
 
 
-def _markdown_artifact(record: dict | None, db: Path, dates: list[str] | None = None) -> None:
-    """A Prefect markdown artifact with the headline figures of each published date."""
+@task(name="export", cache_policy=NO_CACHE, **IO_RETRIES)
+def export_task(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt.datetime, allow_partial: bool):
+    from flows.exports import export_files
+
+    return export_files(Path(db), as_of, fmt, Path(out), reporting_time, allow_partial)
+
+
+@flow(name="export-reports", log_prints=False)
+def export_reports(
+    as_of: str,
+    formats: list[str],
+    out: str,
+    db: str = str(DEFAULT_DB),
+    reporting_time: Optional[str] = None,
+    allow_partial: bool = False,
+) -> dict:
+    """The regulatory and analyst exports of a published date (SPEC §10), one task per format.
+
+    ``reporting_time`` (ISO, UTC; default: now, to the second) is the same for every
+    format of this flow run, so the files agree with each other."""
+    day = dt.date.fromisoformat(as_of)
+    when = (
+        dt.datetime.fromisoformat(reporting_time.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+        if reporting_time
+        else _utcnow().replace(microsecond=0)
+    )
+    written = {}
+    for fmt in formats:
+        outcome = export_task(db, day, fmt, out, when, allow_partial)
+        written[fmt] = json.loads(json.dumps(outcome, default=str))
+        say(f"[green]{as_of} {fmt}[/green] exported to {out}")
+    return {"as_of_date": as_of, "reporting_time": when.isoformat(), "formats": written}
+
+
+def _markdown_artifact(record: dict, db: Path) -> None:
+    """A Prefect markdown artifact (key ``margin-<date>``) with the headline figures of the published date."""
     from flows.summary import day_summary_markdown
 
     try:
         from prefect.artifacts import create_markdown_artifact
 
-        days = dates if dates is not None else [record["as_of_date"]]
-        for day in days:
-            create_markdown_artifact(
-                markdown=day_summary_markdown(db, dt.date.fromisoformat(day)),
-                key=f"margin-{day}",
-                description=f"End-of-day margin {day}",
-            )
+        day = record["as_of_date"]
+        create_markdown_artifact(
+            markdown=day_summary_markdown(db, dt.date.fromisoformat(day), record),
+            key=f"margin-{day}",
+            description=f"End-of-day margin {day}",
+        )
     except Exception as error:  # an artifact is a convenience, never a reason to fail a published run
         say(f"[yellow]artifact not created:[/yellow] {_one_line(error)}")

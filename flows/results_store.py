@@ -2,7 +2,9 @@
 
 Layout: ``<db>.results/date=YYYY-MM-DD/<table>.parquet`` plus ``run.json`` (the run
 record of the run that produced them).  A date's folder is replaced by renaming a
-complete staging folder into place, so a reader sees the old set or the new set.
+complete staging folder into place, so a reader sees the old set or the new set.  A
+process killed between the two renames leaves ``date=D.retired-<run>`` (the previous
+complete set, which ``load_results`` falls back to) and the next save cleans it up.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from flows.warehouse import RESULT_TABLES
+from flows.warehouse import RESULT_TABLES, fault_point
 
 
 def date_dir(results_dir: Path, as_of: dt.date) -> Path:
@@ -43,12 +45,15 @@ def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[st
             os.fsync(handle.fileno())
     (staging / "run.json").write_text(json.dumps(run_record, sort_keys=True, default=str, indent=1))
     _fsync_dir(staging)
+    fault_point("save")
     retired = final.with_name(f"{final.name}.retired-{run_id}")
     if final.exists():
         os.replace(final, retired)
+        fault_point("save-swap")
     os.replace(staging, final)
     _fsync_dir(final.parent)
-    shutil.rmtree(retired, ignore_errors=True)
+    for leftover in final.parent.glob(f"{final.name}.*"):  # this run's retired set, and any killed run's
+        shutil.rmtree(leftover, ignore_errors=True)
     return final
 
 
@@ -56,9 +61,9 @@ def load_results(results_dir: Path, as_of: dt.date) -> tuple[dict[str, pl.DataFr
     """The saved tables and run record for ``as_of``; ``FileNotFoundError`` if none were saved."""
     folder = date_dir(results_dir, as_of)
     if not folder.is_dir():
-        retired = sorted(folder.parent.glob(f"{folder.name}.retired-*"))
+        retired = sorted(folder.parent.glob(f"{folder.name}.retired-*"), key=lambda p: p.stat().st_mtime)
         if not retired:
-            raise FileNotFoundError(f"no saved results for {as_of} in {results_dir}")
+            raise FileNotFoundError(f"no saved results for {as_of} in {results_dir} (run `margin run --date {as_of}`)")
         folder = retired[-1]
     tables = {table: pl.read_parquet(folder / f"{table}.parquet") for table in RESULT_TABLES}
     return tables, json.loads((folder / "run.json").read_text())

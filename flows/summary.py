@@ -55,9 +55,26 @@ def print_day_summary(db: Path, as_of: dt.date, console: Console | None = None) 
         console.print(worst)
 
 
-def day_summary_markdown(db: Path, as_of: dt.date) -> str:
+def day_summary_markdown(db: Path, as_of: dt.date, record: dict | None = None) -> str:
+    """The Prefect run artifact: headline figures, accounts by status, top deficits,
+    quarantined rows by reason, and (given the run record) the run's id and timings."""
     summary = day_summary(db, as_of)
     lines = [f"# End-of-day margin {as_of}", ""]
+    if record is not None:
+        timings = ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in record.get("timings", {}).items())
+        lines += [
+            f"run `{record['run_id']}` · {record['status']} · code `{record['code_version']}`",
+            "",
+            f"timings: {timings}",
+            "",
+        ]
+        if record.get("warnings"):
+            lines += ["## Warnings", "", "| code | count | sample |", "|---|---:|---|"]
+            lines += [
+                f"| {code} | {w['count']} | {', '.join(map(str, w['sample'][:5]))} |"
+                for code, w in record["warnings"].items()
+            ]
+            lines.append("")
     for (section,), rows in summary.group_by("section", maintain_order=True):
         lines += [f"## {section}", "", "| | value |", "|---|---:|"]
         lines += [f"| {label} | {_fmt(value, section)} |" for label, value in rows.select("label", "value").iter_rows()]

@@ -9,9 +9,11 @@ one-line message; because results are already durable as Parquet, ``margin publi
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +28,30 @@ RESULT_TABLES = (
     "position_margin", "underlying_risk", "collateral_valuation", "account_margin", "group_margin", "quarantine",
 )
 CONNECTION_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-DEFAULT_LOCK_TIMEOUT = float(os.environ.get("MARGIN_LOCK_TIMEOUT", "60"))
+LOCK_TIMEOUT_ENV = "MARGIN_LOCK_TIMEOUT"
+FAULT_STAGE_ENV = "MARGIN_FAULT_STAGE"
+FAULT_STAGES = (
+    "load", "compute", "save", "save-swap", "publish", "publish-mid-transaction", "publish-committed",
+)
+
+
+def default_lock_timeout() -> float:
+    """Seconds a writer waits for the warehouse lock: ``MARGIN_LOCK_TIMEOUT`` or 60."""
+    return float(os.environ.get(LOCK_TIMEOUT_ENV, "60"))
+
+
+DEFAULT_LOCK_TIMEOUT = default_lock_timeout()
+
+
+def fault_point(stage: str) -> None:
+    """Test hook: with ``MARGIN_FAULT_STAGE=<stage>`` the process SIGKILLs itself here.
+
+    Used by the kill-at-each-stage tests to prove that an interrupted run leaves the
+    previous results of its date intact.  Stages: see ``FAULT_STAGES``.  Never set it
+    in production.
+    """
+    if os.environ.get(FAULT_STAGE_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class WarehouseLocked(RuntimeError):
@@ -49,7 +74,7 @@ def connect(db_path: Path, *, read_only: bool = False, lock_timeout: float | Non
     then ``WarehouseLocked`` says who holds it.
     """
     db_path = Path(db_path)
-    timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
     deadline = time.monotonic() + timeout
     delay = 0.2
     while True:
@@ -123,19 +148,50 @@ def _upsert_runs(con: duckdb.DuckDBPyConnection, records: list[dict]) -> None:
         },
     )
     con.register("incoming_runs", frame)
-    con.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM incoming_runs)")
-    con.execute("INSERT INTO runs BY NAME SELECT * FROM incoming_runs")
+    # "interrupted" is a guess from a run log line without a final word; it never
+    # overwrites a final status the warehouse already has for that run.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE accepted_runs AS SELECT i.* FROM incoming_runs i "
+        "WHERE NOT (i.status = 'interrupted' AND EXISTS "
+        "(SELECT 1 FROM runs r WHERE r.run_id = i.run_id AND r.status <> 'running'))"
+    )
+    con.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM accepted_runs)")
+    con.execute("INSERT INTO runs BY NAME SELECT * FROM accepted_runs")
+    con.execute("DROP TABLE accepted_runs")
     con.unregister("incoming_runs")
 
 
-def pending_run_records(db_path: Path, current_run_id: str | None = None) -> list[dict]:
-    """Last record per run id from the run log; a run whose last word is ``running`` and
-    is not the current one was interrupted (killed, machine lost)."""
+@contextmanager
+def _locked_run_log(db_path: Path, mode: str) -> Iterator:
+    """The run log opened with an exclusive ``flock`` (appends and rewrites never interleave)."""
+    log = run_log_for(Path(db_path))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, mode, encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _read_run_log(db_path: Path) -> tuple[str, int]:
+    """The run log's text and its length in bytes at the time of reading."""
     log = run_log_for(Path(db_path))
     if not log.exists():
-        return []
+        return "", 0
+    with _locked_run_log(db_path, "a+") as handle:
+        handle.seek(0)
+        data = handle.read()
+    return data, len(data.encode("utf-8"))
+
+
+def pending_run_records(db_path: Path, current_run_id: str | None = None, text: str | None = None) -> list[dict]:
+    """Last record per run id from the run log; a run whose last word is ``running`` and
+    is not the current one was interrupted (killed, machine lost)."""
+    if text is None:
+        text, _ = _read_run_log(db_path)
     latest: dict[str, dict] = {}
-    for line in log.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
@@ -159,29 +215,26 @@ def pending_run_records(db_path: Path, current_run_id: str | None = None) -> lis
 
 def append_run_log(db_path: Path, record: dict) -> None:
     """Append one run record to the JSON-lines run log beside the warehouse (fsynced)."""
-    log = run_log_for(Path(db_path))
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as handle:
+    with _locked_run_log(db_path, "a") as handle:
         handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _clear_run_log(db_path: Path, keep_run_ids: set[str]) -> None:
-    """Drop log lines already in the warehouse, keeping runs still in progress."""
+def _clear_run_log(db_path: Path, loaded_bytes: int) -> None:
+    """Drop the first ``loaded_bytes`` of the run log (now in the warehouse), keeping
+    whatever was appended since it was read."""
     log = run_log_for(Path(db_path))
-    if not log.exists():
+    if not log.exists() or loaded_bytes == 0:
         return
-    kept = []
-    for line in log.read_text().splitlines():
-        try:
-            if json.loads(line)["run_id"] in keep_run_ids:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError):
-            continue
-    tmp = log.with_suffix(".tmp")
-    tmp.write_text("".join(k + "\n" for k in kept))
-    os.replace(tmp, log)
+    with _locked_run_log(db_path, "r+") as handle:
+        handle.seek(0)
+        rest = handle.read().encode("utf-8")[loaded_bytes:]
+        handle.seek(0)
+        handle.truncate()
+        handle.write(rest.decode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def publish_date(
@@ -200,10 +253,12 @@ def publish_date(
     Pending run-log records (failed or interrupted attempts) are loaded too.
     """
     with open_warehouse(db_path, lock_timeout=lock_timeout) as con:
-        pending = pending_run_records(db_path, current_run_id=run_id)
+        fault_point("publish")
+        log_text, log_bytes = _read_run_log(db_path)
+        pending = pending_run_records(db_path, current_run_id=run_id, text=log_text)
         con.execute("BEGIN TRANSACTION")
         try:
-            for table in RESULT_TABLES:
+            for position, table in enumerate(RESULT_TABLES):
                 frame = tables[table].with_columns(
                     pl.lit(as_of, dtype=pl.Date).alias("as_of_date"), pl.lit(run_id).alias("run_id")
                 )
@@ -211,25 +266,29 @@ def publish_date(
                 con.register("incoming_rows", frame)
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
                 con.unregister("incoming_rows")
+                if position == len(RESULT_TABLES) // 2:
+                    fault_point("publish-mid-transaction")
             _upsert_runs(con, [r for r in pending if r["run_id"] != run_id] + [run_record])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    _clear_run_log(db_path, keep_run_ids=set())
+        fault_point("publish-committed")
+    _clear_run_log(db_path, log_bytes)
 
 
 def record_runs(db_path: Path, *, lock_timeout: float = 5.0) -> bool:
     """Load pending run-log records into ``runs``; False when the warehouse stays locked."""
     try:
         with open_warehouse(db_path, lock_timeout=lock_timeout) as con:
-            pending = pending_run_records(db_path)
+            log_text, log_bytes = _read_run_log(db_path)
+            pending = pending_run_records(db_path, text=log_text)
             con.execute("BEGIN TRANSACTION")
             _upsert_runs(con, pending)
             con.execute("COMMIT")
     except WarehouseLocked:
         return False
-    _clear_run_log(db_path, keep_run_ids=set())
+    _clear_run_log(db_path, log_bytes)
     return True
 
 
