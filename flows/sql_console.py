@@ -93,7 +93,7 @@ def _cell(value) -> str:
     return str(value).replace("\n", " ")
 
 
-def render_table(frame: pl.DataFrame, limit: int = 100, max_width: int = 60) -> str:
+def render_table(frame: pl.DataFrame, limit: int = 100, max_width: int = 100) -> str:
     """Aligned plain-text table: numbers right-aligned, text left-aligned, NULL shown."""
     if frame.width == 0:
         return "(statement returned no columns)\n"
