@@ -96,3 +96,13 @@ def build_warehouse(target: Path) -> tuple[Path, Path]:
         run_id = f"{as_of.isoformat()}-test"
         publish_date(db, as_of, run_id, results.tables, run_record(as_of, run_id, results.counts, loaded.policy))
     return db, inputs
+
+
+_SHARED: dict[str, tuple[Path, Path]] = {}
+
+
+def shared_warehouse(tmp_path_factory) -> tuple[Path, Path]:
+    """One published two-day warehouse per test process, for modules that only read it."""
+    if "book" not in _SHARED:
+        _SHARED["book"] = build_warehouse(tmp_path_factory.mktemp("published-book"))
+    return _SHARED["book"]

@@ -19,14 +19,14 @@ from flows.exports import (
     AUTH_108_NAMESPACE, ExportError, check_record, export_files, format_decimal, lei_problem, parse_emir_csv,
     parse_emir_xml, portfolio_code, row_hash, safe_component,
 )
-from published_books import DAY, INVALID_LEI, INVALID_LEI_ACCOUNT, build_warehouse, valid_lei
+from published_books import DAY, INVALID_LEI, INVALID_LEI_ACCOUNT, shared_warehouse, valid_lei
 
 REPORTING_TIME = dt.datetime(2025, 3, 15, 6, 30, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
-    return build_warehouse(tmp_path_factory.mktemp("exports"))
+    return shared_warehouse(tmp_path_factory)
 
 
 def export(book, fmt, out, **options):

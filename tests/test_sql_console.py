@@ -11,12 +11,12 @@ import pytest
 
 from conftest import margin_cli
 from flows.sql_console import QueryRefused, run_read_only_query
-from published_books import DAY, build_warehouse
+from published_books import DAY, shared_warehouse
 
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory):
-    db, _ = build_warehouse(tmp_path_factory.mktemp("sql-console"))
+    db, _ = shared_warehouse(tmp_path_factory)
     return db
 
 

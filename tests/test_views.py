@@ -6,7 +6,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from published_books import DAY, PREVIOUS_DAY, build_warehouse
+from published_books import DAY, PREVIOUS_DAY, shared_warehouse
 from flows.settings import SQL_DIR
 
 VIEWS = sorted(p.stem for p in (SQL_DIR / "views").glob("*.sql"))
@@ -14,7 +14,7 @@ VIEWS = sorted(p.stem for p in (SQL_DIR / "views").glob("*.sql"))
 
 @pytest.fixture(scope="module")
 def con(tmp_path_factory):
-    db, _ = build_warehouse(tmp_path_factory.mktemp("views"))
+    db, _ = shared_warehouse(tmp_path_factory)
     connection = duckdb.connect(str(db), read_only=True)  # a plain analyst session
     yield connection
     connection.close()
