@@ -147,7 +147,7 @@ def backfill(
     strict: Annotated[bool, typer.Option("--strict", help="Fail a date if any row is quarantined.")] = False,
     lock_timeout: LockTimeoutOption = None,
 ) -> None:
-    """Run every business date in [start, end] that has inputs, in order; a failed date
+    """Run every business date from --start to --end (inclusive) that has inputs, in order; a failed date
     is reported and the rest continue (exit 1 if any failed)."""
     first, last = parse_date(start, "--start"), parse_date(end, "--end")
     if last < first:
