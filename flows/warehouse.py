@@ -122,9 +122,15 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _run_row(record: dict) -> dict:
+    """A run record (from memory, ``run.json`` or the run log: dates as objects or ISO text) as a ``runs`` row."""
     row = dict(record)
     for key in ("parameters", "input_checksums", "row_counts", "timings", "warnings"):
         row[key] = json.dumps(row.get(key), sort_keys=True, default=str)
+    for key in ("started_at", "finished_at"):
+        if isinstance(row.get(key), str):
+            row[key] = dt.datetime.fromisoformat(row[key])
+    if isinstance(row.get("as_of_date"), str):
+        row["as_of_date"] = dt.date.fromisoformat(row["as_of_date"])
     return row
 
 
