@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import subprocess
 import uuid
 from importlib import metadata
@@ -295,11 +294,24 @@ def backfill(
     return outcome
 
 
+class ExportRefused(RuntimeError):
+    """At least one export format was not written (records failed their checks)."""
+
+
 @task(name="export", cache_policy=NO_CACHE, **IO_RETRIES)
-def export_task(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt.datetime, allow_partial: bool):
+def export_task(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt.datetime, allow_partial: bool,
+                inputs: str) -> dict:
     from flows.exports import export_files
 
-    return export_files(Path(db), as_of, fmt, Path(out), reporting_time, allow_partial)
+    result = export_files(Path(db), as_of, fmt, Path(out), reporting_time, allow_partial, Path(inputs))
+    return {
+        "written": result.written,
+        "files": [str(path) for path in result.files],
+        "manifest": str(result.manifest) if result.manifest else None,
+        "records": result.records,
+        "rejected": len(result.rejected),
+        "warnings": list(result.warnings),
+    }
 
 
 @flow(name="export-reports", log_prints=False)
@@ -310,23 +322,26 @@ def export_reports(
     db: str = str(DEFAULT_DB),
     reporting_time: Optional[str] = None,
     allow_partial: bool = False,
+    inputs: str = str(DEFAULT_INPUTS),
 ) -> dict:
     """The regulatory and analyst exports of a published date (SPEC §10), one task per format.
 
     ``reporting_time`` (ISO, UTC; default: now, to the second) is the same for every
-    format of this flow run, so the files agree with each other."""
+    format of this flow run, so the files agree with each other.  Raises
+    ``ExportRefused`` after trying every format if one was not written."""
     day = dt.date.fromisoformat(as_of)
     when = (
         dt.datetime.fromisoformat(reporting_time.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
         if reporting_time
         else _utcnow().replace(microsecond=0)
     )
-    written = {}
-    for fmt in formats:
-        outcome = export_task(db, day, fmt, out, when, allow_partial)
-        written[fmt] = json.loads(json.dumps(outcome, default=str))
-        say(f"[green]{as_of} {fmt}[/green] exported to {out}")
-    return {"as_of_date": as_of, "reporting_time": when.isoformat(), "formats": written}
+    outcome = {fmt: export_task(db, day, fmt, out, when, allow_partial, inputs) for fmt in formats}
+    for fmt, summary in outcome.items():
+        say(f"{as_of} export {fmt:<9} {summary['records']:,} records, {summary['rejected']} rejected → {out}")
+    refused = [fmt for fmt, summary in outcome.items() if not summary["written"]]
+    if refused:
+        raise ExportRefused(f"{as_of}: {', '.join(refused)} not written (records rejected; see the rejections file)")
+    return {"as_of_date": as_of, "reporting_time": when.isoformat(), "formats": outcome}
 
 
 def _markdown_artifact(record: dict, db: Path) -> None:
