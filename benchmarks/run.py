@@ -56,7 +56,7 @@ def size_label(rows: int) -> str:
 
 def run_child(kind: str, inputs: Path, workdir: Path, *extra: str) -> dict:
     """Run one ``benchmarks.measure`` in a fresh process; adds its ``peak_rss_gb`` and ``wall``."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "data").mkdir(parents=True, exist_ok=True)  # MARGIN_DATA_DIR: Prefect home, nothing else
     log = open(workdir / f"{kind}.log", "ab")
     env = {**os.environ, "MARGIN_QUIET": "1", "MARGIN_DATA_DIR": str(workdir / "data")}
     process = subprocess.Popen(
