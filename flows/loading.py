@@ -205,8 +205,10 @@ def check_methodology(tables: dict[str, pl.DataFrame], paths: dict[str, Path]) -
     _check_range(scenarios, sp, "cover", 0, 1)
     largest_move = float(scenarios["price_move"].abs().max())
     if risk.height:
-        _require(float(risk["price_scan"].max()) * largest_move < 1, rp, "price_scan",
-                 "price_scan × max |price_move| must be < 1 (a scenario would take a price to zero or below)")
+        largest_scan = float(risk["price_scan"].max())
+        _require(largest_scan * largest_move < 1, rp, "price_scan",
+                 f"price_scan × max |price_move| must be < 1 (a scenario would take a price to zero or below): "
+                 f"{largest_scan:g} × {largest_move:g} with price_move from {sp}")
     offsets, op = tables["offsets"], paths["offsets"]
     _check_unique(offsets, op, ["priority"])
     _check_range(offsets, op, "ratio_a", 0, math.inf, open_low=True)
