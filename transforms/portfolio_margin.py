@@ -80,6 +80,9 @@ def _expiry_bucket() -> pl.Expr:
     )
 
 
+#: Relative tolerance under which two scenario losses count as a tie for ``worst_scenario``.
+WORST_SCENARIO_TIE_TOLERANCE = 1e-12
+
 UNDERLYING_PARAMS = ("index_price", "index_fx", "price_scan", "spread_rate", "short_option_min_rate")
 GREEK_SUMS = ("delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd")
 
@@ -132,9 +135,13 @@ def underlying_scan(
     loss_list = pl.concat_arr(losses).arr.to_list()
     max_loss = pl.max_horizontal(losses)
     scan_risk = pl.max_horizontal(max_loss, 0.0)
-    # Lowest scenario id attaining the maximum: the first loss column (ids ascending) equal to it.
+    # Lowest scenario id attaining the maximum: the first loss column (ids ascending) equal to
+    # it.  Scenarios that differ only in vol move give mathematically equal losses on a linear
+    # book; summation order can leave them a few ulps apart, so "equal" allows 1e-12 relative,
+    # which keeps the lowest-id rule stable from run to run.
+    attains_max = max_loss - WORST_SCENARIO_TIE_TOLERANCE * max_loss.abs()
     worst = pl.coalesce(
-        [pl.when(pl.col(column) == max_loss).then(pl.lit(sid, dtype=pl.Int32)) for sid, column in zip(scenario_ids, losses)]
+        [pl.when(pl.col(column) >= attains_max).then(pl.lit(sid, dtype=pl.Int32)) for sid, column in zip(scenario_ids, losses)]
     )
     return per_underlying.with_columns(
         loss_list.alias("scenario_losses"),
