@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import subprocess
 import uuid
 from importlib import metadata
@@ -271,6 +272,32 @@ def business_dates(inputs: Path, start: dt.date, end: dt.date) -> list[dt.date]:
     return sorted(found)
 
 
+def backfill_dates(
+    start: dt.date,
+    end: dt.date,
+    inputs: Path,
+    db: Path,
+    strict: bool = False,
+    lock_timeout: float | None = None,
+    *,
+    use_tasks: bool = True,
+) -> dict:
+    """Every business date in [start, end] with inputs, in order; a failed date is
+    reported (``failed``: date → one-line reason) and the rest continue."""
+    dates = business_dates(Path(inputs), start, end)
+    outcome: dict = {"succeeded": [], "failed": {}}
+    for day in dates:
+        try:
+            record = run_end_of_day(day, Path(inputs), Path(db), strict, use_tasks=use_tasks, lock_timeout=lock_timeout)
+            outcome["succeeded"].append(record["as_of_date"])
+            if use_tasks:
+                _markdown_artifact(record, Path(db))
+        except RunFailed as error:
+            say(f"[red]{day} failed[/red]: {error}")
+            outcome["failed"][day.isoformat()] = str(error)
+    return outcome
+
+
 @flow(name="backfill", log_prints=False)
 def backfill(
     start: str,
@@ -281,17 +308,30 @@ def backfill(
     lock_timeout: Optional[float] = None,
 ) -> dict:
     """Every business date in [start, end] with inputs, in order; a failed date is reported, the rest continue."""
-    dates = business_dates(Path(inputs), dt.date.fromisoformat(start), dt.date.fromisoformat(end))
-    outcome: dict = {"succeeded": [], "failed": {}}
-    for day in dates:
-        try:
-            record = run_end_of_day(day, Path(inputs), Path(db), strict, lock_timeout=lock_timeout)
-            outcome["succeeded"].append(record["as_of_date"])
-            _markdown_artifact(record, Path(db))
-        except RunFailed as error:
-            say(f"[red]{day} failed[/red]: {error}")
-            outcome["failed"][day.isoformat()] = str(error)
-    return outcome
+    return backfill_dates(
+        dt.date.fromisoformat(start), dt.date.fromisoformat(end), Path(inputs), Path(db), strict, lock_timeout
+    )
+
+
+ORCHESTRATION_ENV = "MARGIN_ORCHESTRATION"
+
+
+def use_prefect() -> bool:
+    """Whether ``margin run`` / ``backfill`` go through Prefect flows (``MARGIN_ORCHESTRATION``).
+
+    ``prefect``: always.  ``none``: never (same stages, run record, Parquet and
+    warehouse publish; no Prefect run, no artifact).  ``auto`` (default): Prefect when
+    ``PREFECT_API_URL`` names a server; otherwise none, because Prefect would start a
+    temporary server for every run (20–40 s of overhead, history thrown away).
+    """
+    mode = os.environ.get(ORCHESTRATION_ENV, "auto").strip().lower()
+    if mode not in ("auto", "prefect", "none"):
+        raise RunFailed(f"{ORCHESTRATION_ENV}={mode!r}: use auto, prefect or none")
+    if mode == "auto":
+        from prefect.settings import PREFECT_API_URL
+
+        return bool(PREFECT_API_URL.value())
+    return mode == "prefect"
 
 
 class ExportRefused(RuntimeError):

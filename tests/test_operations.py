@@ -79,36 +79,63 @@ def baseline(example_inputs, tmp_path):
     return inputs, db, record, published(db)
 
 
+def start_margin(*args: str, env: dict) -> subprocess.Popen:
+    """The real ``margin`` command in a subprocess, not waited for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args], cwd=PROJECT_ROOT, env={**os.environ, **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+# Kills before the publish touch only the run log and the results folder; they run side
+# by side.  Most kills skip Prefect (the fault points are in the same code either way);
+# the mid-transaction kill and the rerun go through the Prefect flow.
+KILLED_SIDE_BY_SIDE = ("load", "compute", "save", "save-swap")
+KILLED_IN_TURN = {"publish": "none", "publish-mid-transaction": "prefect", "publish-committed": "none"}
+
+
 @pytest.mark.slow
 def test_kill_at_each_stage_keeps_previous_results_and_rerun_replaces_the_date(baseline, prefect_api):
     inputs, db, first, before = baseline
     assert run_ids(before) == {first["run_id"]}
+    assert set(KILLED_SIDE_BY_SIDE) | set(KILLED_IN_TURN) == set(warehouse.FAULT_STAGES)
     args = ("run", "--date", AS_OF.isoformat(), "--inputs", str(inputs), "--db", str(db), "--no-summary")
-    killed = []
-    for stage in warehouse.FAULT_STAGES:
-        result = margin_cli(*args, env={warehouse.FAULT_STAGE_ENV: stage})
-        assert result.returncode == -signal.SIGKILL, f"{stage}: {result.returncode}\n{result.stderr}"
-        after = published(db)
-        if stage == "publish-committed":  # killed after COMMIT: the new run is the date, complete
-            (new_run,) = run_ids(after)
-            assert new_run != first["run_id"]
-            assert after["runs"].filter(pl.col("run_id") == new_run)["status"].to_list() == ["succeeded"]
-            assert_same_figures(after, before)
-        else:
-            for table in warehouse.RESULT_TABLES:
-                assert after[table].equals(before[table]), f"kill at {stage} changed {table}"
-            killed.append(stage)
-        if stage == "save-swap":  # between the two renames: the previous Parquet set is still found
-            _, saved_record = results_store.load_results(results_dir_for(db), AS_OF)
-            assert saved_record["run_id"] == first["run_id"]
 
-    rerun = margin_cli(*args)
+    def unchanged(stage: str) -> None:
+        after = published(db)
+        for table in warehouse.RESULT_TABLES:
+            assert after[table].equals(before[table]), f"kill at {stage} changed {table}"
+
+    runs = {
+        stage: start_margin(*args, env={warehouse.FAULT_STAGE_ENV: stage, "MARGIN_ORCHESTRATION": "none"})
+        for stage in KILLED_SIDE_BY_SIDE
+    }
+    for stage, process in runs.items():
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == -signal.SIGKILL, f"{stage}: {process.returncode}\n{stderr}"
+    unchanged("load, compute, save, save-swap")
+    # killed between the two renames of save: the previous Parquet set is still found
+    _, saved_record = results_store.load_results(results_dir_for(db), AS_OF)
+    assert saved_record["run_id"] == first["run_id"]
+
+    for stage, orchestration in KILLED_IN_TURN.items():
+        result = margin_cli(*args, env={warehouse.FAULT_STAGE_ENV: stage, "MARGIN_ORCHESTRATION": orchestration})
+        assert result.returncode == -signal.SIGKILL, f"{stage}: {result.returncode}\n{result.stderr}"
+        if stage != "publish-committed":
+            unchanged(stage)
+    after = published(db)  # killed after COMMIT: the new run is the date, complete
+    (committed_run,) = run_ids(after)
+    assert committed_run != first["run_id"]
+    assert after["runs"].filter(pl.col("run_id") == committed_run)["status"].to_list() == ["succeeded"]
+    assert_same_figures(after, before)
+
+    rerun = margin_cli(*args, env={"MARGIN_ORCHESTRATION": "prefect"})
     assert rerun.returncode == 0, rerun.stderr
     after = published(db)
-    assert len(run_ids(after)) == 1 and run_ids(after) != {first["run_id"]}
+    assert len(run_ids(after)) == 1 and run_ids(after) != {first["run_id"], committed_run}
     assert_same_figures(after, before)
     statuses = after["runs"]["status"].to_list()
-    assert statuses.count("interrupted") == len(killed), after["runs"]
+    assert statuses.count("interrupted") == len(warehouse.FAULT_STAGES) - 1, after["runs"]
     assert statuses.count("succeeded") == 3  # the baseline, the run killed after COMMIT, the rerun
     assert statuses.count("running") == 0
     leftovers = sorted(p.name for p in results_dir_for(db).iterdir())
@@ -309,3 +336,27 @@ def test_export_flow_writes_every_format_with_one_reporting_time(baseline, tmp_p
     assert written and written == sorted(path.relative_to(second) for path in second.rglob("*") if path.is_file())
     for path in written:  # same warehouse, same reporting time: byte-identical files
         assert (first / path).read_bytes() == (second / path).read_bytes(), path
+
+
+def test_today_is_the_scheduled_date_in_the_configured_time_zone():
+    from zoneinfo import ZoneInfo
+
+    from flows.eod import resolve_as_of
+
+    assert resolve_as_of("2025-03-14") == AS_OF
+    for zone in ("UTC", "Pacific/Kiritimati", "America/Los_Angeles"):  # UTC+14 and UTC-8: different dates half the day
+        before = dt.datetime.now(ZoneInfo(zone)).date()
+        today = resolve_as_of("today", zone)
+        assert today in {before, dt.datetime.now(ZoneInfo(zone)).date()}
+
+
+def test_orchestration_mode_follows_the_prefect_api_url(monkeypatch):
+    from flows.eod import ORCHESTRATION_ENV, RunFailed, use_prefect
+
+    monkeypatch.setenv(ORCHESTRATION_ENV, "none")
+    assert not use_prefect()
+    monkeypatch.setenv(ORCHESTRATION_ENV, "prefect")
+    assert use_prefect()
+    monkeypatch.setenv(ORCHESTRATION_ENV, "sometimes")
+    with pytest.raises(RunFailed):
+        use_prefect()
