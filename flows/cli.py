@@ -107,15 +107,14 @@ def generate(
 def _run_backfill(
     first: dt.date, last: dt.date, inputs: Path, db: Path, strict: bool, lock_timeout: float | None = None
 ) -> dict:
-    from flows.eod import RunFailed, backfill_dates, use_prefect
-    from flows.eod import backfill as backfill_flow
+    from flows import eod
 
     try:
-        if not use_prefect():
-            return backfill_dates(first, last, inputs, db, strict, lock_timeout, use_tasks=False)
-    except RunFailed as error:
+        if not eod.use_prefect():
+            return eod.backfill_dates(first, last, inputs, db, strict, lock_timeout, use_tasks=False)
+    except eod.RunFailed as error:
         fail(str(error))
-    return backfill_flow(first.isoformat(), last.isoformat(), str(inputs), str(db), strict, lock_timeout)
+    return eod.backfill(first.isoformat(), last.isoformat(), str(inputs), str(db), strict, lock_timeout)
 
 
 @app.command()
@@ -132,14 +131,15 @@ def run(
     Goes through Prefect when PREFECT_API_URL names a Prefect server (or MARGIN_ORCHESTRATION=prefect), otherwise runs the same stages without Prefect (MARGIN_ORCHESTRATION=none).
 
     From system cron: `margin run --date $(date -u +%F)`.  See docs/operations.md."""
-    from flows.eod import RunFailed, eod_margin, run_end_of_day, use_prefect
+    from flows import eod
+    from flows.eod import RunFailed
 
     as_of = parse_date(date)
     try:
-        if use_prefect():
-            eod_margin(as_of.isoformat(), str(inputs), str(db), strict, lock_timeout=lock_timeout)
+        if eod.use_prefect():
+            eod.eod_margin(as_of.isoformat(), str(inputs), str(db), strict, lock_timeout=lock_timeout)
         else:
-            run_end_of_day(as_of, inputs, db, strict, use_tasks=False, lock_timeout=lock_timeout)
+            eod.run_end_of_day(as_of, inputs, db, strict, use_tasks=False, lock_timeout=lock_timeout)
     except RunFailed as error:
         fail(str(error))
     if summary:

@@ -11,28 +11,60 @@ import datetime as dt
 import functools
 import os
 import subprocess
+import tomllib
 import uuid
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Callable
 from typing import Optional
 from zoneinfo import ZoneInfo
 
 from flows.settings import DEFAULT_DB, DEFAULT_INPUTS, PROJECT_ROOT, configure_prefect, results_dir_for
 
-configure_prefect()
+import duckdb
+import polars as pl
 
-import polars as pl  # noqa: E402
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import NONE as NO_CACHE  # noqa: E402
+from flows import results_store, warehouse
+from flows.loading import LoadedInputs, StructuralError, load_inputs
+from flows.progress import StageTimer, say
+from flows.warehouse import fault_point
+from transforms.identities import identity_violations
+from transforms.pipeline import MarginResults, compute_margin
 
-import duckdb  # noqa: E402
+# Prefect is imported only when a task or flow is first used (``prefect_objects``):
+# the import alone costs seconds, and a run without Prefect (MARGIN_ORCHESTRATION)
+# should not pay it.  ``flows.eod.eod_margin`` etc. resolve through ``__getattr__``.
+_PREFECT_SPECS: dict[str, tuple[str, Callable, dict]] = {}
 
-from flows import results_store, warehouse  # noqa: E402
-from flows.loading import LoadedInputs, StructuralError, load_inputs  # noqa: E402
-from flows.progress import StageTimer, say  # noqa: E402
-from flows.warehouse import fault_point  # noqa: E402
-from transforms.identities import identity_violations  # noqa: E402
-from transforms.pipeline import MarginResults, compute_margin  # noqa: E402
+
+def _prefect(kind: str, public_name: str, **options) -> Callable[[Callable], Callable]:
+    """Register a plain function to become the Prefect task or flow ``public_name`` on first use."""
+
+    def register(fn: Callable) -> Callable:
+        fn.__name__ = fn.__qualname__ = public_name  # the deployment entrypoint is flows.eod.<public_name>
+        _PREFECT_SPECS[public_name] = (kind, fn, options)
+        return fn
+
+    return register
+
+
+@functools.cache
+def prefect_objects() -> dict:
+    """The Prefect tasks and flows of this module, built once (imports Prefect)."""
+    configure_prefect()
+    from prefect import flow, task
+    from prefect.cache_policies import NONE as NO_CACHE
+
+    return {
+        public_name: task(cache_policy=NO_CACHE, **options)(fn) if kind == "task" else flow(**options)(fn)
+        for public_name, (kind, fn, options) in _PREFECT_SPECS.items()
+    }
+
+
+def __getattr__(name: str):
+    if name in _PREFECT_SPECS:
+        return prefect_objects()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RunFailed(RuntimeError):
@@ -92,23 +124,23 @@ def _transient_io_error(task, task_run, state) -> bool:
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _transient_io_error}
 
 
-@task(name="load inputs", cache_policy=NO_CACHE, **IO_RETRIES)
-def load_inputs_task(inputs_root: str, as_of: dt.date) -> LoadedInputs:
+@_prefect("task", "load_inputs_task", name="load inputs", **IO_RETRIES)
+def _load_inputs_step(inputs_root: str, as_of: dt.date) -> LoadedInputs:
     return load_inputs(Path(inputs_root), as_of)
 
 
-@task(name="compute margin", cache_policy=NO_CACHE)
-def compute_margin_task(loaded: LoadedInputs) -> MarginResults:
+@_prefect("task", "compute_margin_task", name="compute margin")
+def _compute_margin_step(loaded: LoadedInputs) -> MarginResults:
     return compute_margin(loaded.margin_inputs)
 
 
-@task(name="save results", cache_policy=NO_CACHE, **IO_RETRIES)
-def save_results_task(db: str, as_of: dt.date, run_id: str, results: MarginResults, record: dict) -> str:
+@_prefect("task", "save_results_task", name="save results", **IO_RETRIES)
+def _save_results_step(db: str, as_of: dt.date, run_id: str, results: MarginResults, record: dict) -> str:
     return str(results_store.save_results(results_dir_for(Path(db)), as_of, run_id, results.tables, record))
 
 
-@task(name="publish", cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_task(db: str, as_of: dt.date, run_id: str, tables: dict, record: dict, lock_timeout: float | None) -> None:
+@_prefect("task", "publish_task", name="publish", **IO_RETRIES)
+def _publish_step(db: str, as_of: dt.date, run_id: str, tables: dict, record: dict, lock_timeout: float | None) -> None:
     warehouse.publish_date(Path(db), as_of, run_id, tables, record, lock_timeout=lock_timeout)
 
 
@@ -128,7 +160,8 @@ def run_end_of_day(
     publish, or at the next publish when the warehouse could not be written.
     ``use_tasks=False`` runs the same stages as plain calls (no Prefect run).
     """
-    call = (lambda t, *a: t(*a)) if use_tasks else (lambda t, *a: t.fn(*a))
+    tasks = prefect_objects() if use_tasks else None
+    call = (lambda step, *a: tasks[step.__name__](*a)) if use_tasks else (lambda step, *a: step(*a))
     run_id = f"{as_of.isoformat()}-{uuid.uuid4().hex[:12]}"
     timer = StageTimer(as_of.isoformat())
     record: dict = {
@@ -149,7 +182,7 @@ def run_end_of_day(
     stage = "load"
     try:
         with timer.stage("load") as note:
-            loaded = call(load_inputs_task, str(inputs), as_of)
+            loaded = call(_load_inputs_step, str(inputs), as_of)
             note["note"] = f"{len(loaded.files)} files"
         fault_point("load")
         record["input_checksums"] = loaded.checksums
@@ -159,7 +192,7 @@ def run_end_of_day(
         record["parameters"]["files"] = loaded.files
         stage = "compute"
         with timer.stage("compute") as note:
-            results = call(compute_margin_task, loaded)
+            results = call(_compute_margin_step, loaded)
             counts = {r["table"]: {k: r[k] for k in ("read", "used", "quarantined")} for r in results.counts.to_dicts()}
             note["note"] = (
                 f"{counts['positions']['read']:,} position rows, {results.tables['account_margin'].height:,} accounts, "
@@ -183,12 +216,12 @@ def run_end_of_day(
         stage = "save"
         with timer.stage("save") as note:
             record["finished_at"] = _utcnow().isoformat()
-            call(save_results_task, str(db), as_of, run_id, results, _final(record))
+            call(_save_results_step, str(db), as_of, run_id, results, _final(record))
             note["note"] = f"{result_rows:,} rows in {len(results.tables)} Parquet files"
         stage = "publish"
         with timer.stage("publish") as note:
             record["finished_at"] = _utcnow().isoformat()
-            call(publish_task, str(db), as_of, run_id, results.tables, _final(record), lock_timeout)
+            call(_publish_step, str(db), as_of, run_id, results.tables, _final(record), lock_timeout)
             note["note"] = f"{result_rows:,} rows → {db}"
         record["timings"]["total"] = round(timer.total, 4)
         say(f"[green]{as_of} published[/green] run {run_id} in {timer.total:.2f}s")
@@ -239,8 +272,8 @@ def resolve_as_of(as_of: str, timezone: str = "UTC") -> dt.date:
     return dt.datetime.fromisoformat(scheduled.isoformat()).astimezone(ZoneInfo(timezone)).date()
 
 
-@flow(name="eod-margin", log_prints=False)
-def eod_margin(
+@_prefect("flow", "eod_margin", name="eod-margin", log_prints=False)
+def _eod_margin_flow(
     as_of: str = "today",
     inputs: str = str(DEFAULT_INPUTS),
     db: str = str(DEFAULT_DB),
@@ -298,8 +331,8 @@ def backfill_dates(
     return outcome
 
 
-@flow(name="backfill", log_prints=False)
-def backfill(
+@_prefect("flow", "backfill", name="backfill", log_prints=False)
+def _backfill_flow(
     start: str,
     end: str,
     inputs: str = str(DEFAULT_INPUTS),
@@ -328,18 +361,32 @@ def use_prefect() -> bool:
     if mode not in ("auto", "prefect", "none"):
         raise RunFailed(f"{ORCHESTRATION_ENV}={mode!r}: use auto, prefect or none")
     if mode == "auto":
-        from prefect.settings import PREFECT_API_URL
-
-        return bool(PREFECT_API_URL.value())
+        return bool(configured_prefect_api_url())
     return mode == "prefect"
+
+
+def configured_prefect_api_url() -> str | None:
+    """``PREFECT_API_URL`` from the environment or the active Prefect profile, read
+    without importing Prefect."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    configure_prefect()
+    home = Path(os.environ["PREFECT_HOME"]).expanduser()
+    profiles_path = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    try:
+        profiles = tomllib.loads(profiles_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active")
+    return (profiles.get("profiles", {}).get(active) or {}).get("PREFECT_API_URL")
 
 
 class ExportRefused(RuntimeError):
     """At least one export format was not written (records failed their checks)."""
 
 
-@task(name="export", cache_policy=NO_CACHE, **IO_RETRIES)
-def export_task(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt.datetime, allow_partial: bool,
+@_prefect("task", "export_task", name="export", **IO_RETRIES)
+def _export_step(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt.datetime, allow_partial: bool,
                 inputs: str) -> dict:
     from flows.exports import export_files
 
@@ -354,8 +401,8 @@ def export_task(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt.
     }
 
 
-@flow(name="export-reports", log_prints=False)
-def export_reports(
+@_prefect("flow", "export_reports", name="export-reports", log_prints=False)
+def _export_reports_flow(
     as_of: str,
     formats: list[str],
     out: str,
@@ -375,6 +422,7 @@ def export_reports(
         if reporting_time
         else _utcnow().replace(microsecond=0)
     )
+    export_task = prefect_objects()["export_task"]
     outcome = {fmt: export_task(db, day, fmt, out, when, allow_partial, inputs) for fmt in formats}
     for fmt, summary in outcome.items():
         say(f"{as_of} export {fmt:<9} {summary['records']:,} records, {summary['rejected']} rejected → {out}")
