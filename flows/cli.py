@@ -128,7 +128,8 @@ def run(
 ) -> None:
     """Run the end-of-day flow for one date; exit 0 on success, 1 with a one-line reason on failure.
 
-    Goes through Prefect when PREFECT_API_URL names a Prefect server (or MARGIN_ORCHESTRATION=prefect), otherwise runs the same stages without Prefect (MARGIN_ORCHESTRATION=none).
+    Runs as a Prefect flow (against PREFECT_API_URL, or a temporary local server: 20-40 s
+    of start-up). MARGIN_ORCHESTRATION=none runs the same stages without Prefect.
 
     From system cron: `margin run --date $(date -u +%F)`.  See docs/operations.md."""
     from flows import eod

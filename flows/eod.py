@@ -352,12 +352,12 @@ ORCHESTRATION_ENV = "MARGIN_ORCHESTRATION"
 def use_prefect() -> bool:
     """Whether ``margin run`` / ``backfill`` go through Prefect flows (``MARGIN_ORCHESTRATION``).
 
-    ``prefect``: always.  ``none``: never (same stages, run record, Parquet and
-    warehouse publish; no Prefect run, no artifact).  ``auto`` (default): Prefect when
-    ``PREFECT_API_URL`` names a server; otherwise none, because Prefect would start a
-    temporary server for every run (20–40 s of overhead, history thrown away).
+    ``prefect`` (default): always — with a temporary server when none is configured
+    (20–40 s of start-up; its history stays in ``PREFECT_HOME``).  ``none``: never (same
+    stages, run record, Parquet and warehouse publish; no Prefect run, no artifact).
+    ``auto``: Prefect when ``PREFECT_API_URL`` names a server, otherwise none.
     """
-    mode = os.environ.get(ORCHESTRATION_ENV, "auto").strip().lower()
+    mode = os.environ.get(ORCHESTRATION_ENV, "prefect").strip().lower()
     if mode not in ("auto", "prefect", "none"):
         raise RunFailed(f"{ORCHESTRATION_ENV}={mode!r}: use auto, prefect or none")
     if mode == "auto":
