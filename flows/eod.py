@@ -178,7 +178,10 @@ def run_end_of_day(
         "timings": timer.timings,
         "warnings": {},
     }
-    warehouse.append_run_log(db, record)
+    try:
+        warehouse.append_run_log(db, record)
+    except OSError as error:
+        raise RunFailed(f"cannot write the run log beside the warehouse {db}: {_one_line(error)}") from error
     stage = "load"
     try:
         with timer.stage("load") as note:
@@ -232,7 +235,10 @@ def run_end_of_day(
         record["error"] = f"{stage}: {reason}"
         record["finished_at"] = _utcnow().isoformat()
         record["timings"]["total"] = round(timer.total, 4)
-        warehouse.append_run_log(db, _final(record))
+        try:
+            warehouse.append_run_log(db, _final(record))
+        except OSError as log_error:
+            say(f"[yellow]run record not written:[/yellow] {_one_line(log_error)}")
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
         try:  # the failed attempt reaches ``runs`` now, or with the next publish

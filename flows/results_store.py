@@ -10,6 +10,7 @@ complete set, which ``load_results`` falls back to) and the next save cleans it 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import shutil
@@ -32,6 +33,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_durably(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` as Parquet and fsync it.
+
+    Polars reports a failed file write as an opaque Parquet error ("Invalid thrift:
+    transport error"); when that happens the file is written once more from memory with
+    Python's own I/O, which either succeeds (a passing fault) or raises the real
+    ``OSError`` ("No space left on device", "File too large", "Permission denied").
+    """
+    try:
+        frame.write_parquet(path, statistics=False)
+    except OSError:
+        raise
+    except Exception:
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer, statistics=False)
+        with open(path, "wb") as handle:
+            handle.write(buffer.getbuffer())
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[str, pl.DataFrame],
                  run_record: dict) -> Path:
     """Write every result table for ``as_of`` and swap the folder into place atomically."""
@@ -40,9 +62,7 @@ def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[st
     staging.mkdir(parents=True, exist_ok=False)
     for table in RESULT_TABLES:
         path = staging / f"{table}.parquet"
-        tables[table].write_parquet(path, statistics=False)
-        with open(path, "rb+") as handle:
-            os.fsync(handle.fileno())
+        write_durably(tables[table], path)
     (staging / "run.json").write_text(json.dumps(run_record, sort_keys=True, default=str, indent=1))
     _fsync_dir(staging)
     fault_point("save")

@@ -134,8 +134,6 @@ def test_disk_full_while_saving_keeps_previous_results(after_disk_full_on_save):
     assert results_snapshot(db) == saved
 
 
-@pytest.mark.xfail(strict=True, reason="flows/results_store.py: polars turns EFBIG/ENOSPC into 'ComputeError: parquet: "
-                                       "File out of specification: Invalid thrift: transport error'")
 def test_disk_full_message_says_what_happened(after_disk_full_on_save):
     error_line = [line for line in after_disk_full_on_save[-1].stderr.splitlines() if line.startswith("margin:")][0]
     assert "File too large" in error_line or "No space" in error_line or "disk" in error_line.lower()
@@ -216,8 +214,6 @@ def test_db_that_is_a_directory(previous, tmp_path):
     assert list(db.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="flows/eod.py: the run log is appended before the try block, so an "
-                                       "unwritable --db location escapes as a raw OSError with a traceback")
 def test_db_whose_parent_is_a_file(previous, tmp_path):
     inputs, _, _, _ = previous
     (tmp_path / "plain-file").write_text("x")
