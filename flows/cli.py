@@ -28,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 
 DateOption = Annotated[str, typer.Option("--date", help="As-of date, YYYY-MM-DD.")]

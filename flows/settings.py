@@ -39,3 +39,7 @@ def configure_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
     os.environ.setdefault("PREFECT_API_ENABLE_HTTP2", "false")
+    # A failed run's traceback goes to the Prefect run logs (API / UI) and the run
+    # record; the console gets the one-line `margin: error: …`.  Set this to ERROR to
+    # see Prefect's tracebacks on the console too.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
