@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from transforms import collateral as coll
+from transforms import encoding
 from transforms import groups, netting, portfolio_margin, rule_margin, validation, valuation
 from transforms.account_health import account_health
 
@@ -41,6 +42,15 @@ GROUP_MARGIN_COLUMNS = (
     "group_excess", "status",
 )
 QUARANTINE_COLUMNS = ("source_table", "row_json", "reason")
+#: Order of each output table (``margin_plan`` sorts by it).
+SORT_KEYS = {
+    "position_margin": ["account_id", "instrument_id"],
+    "underlying_risk": ["account_id", "underlying"],
+    "collateral_valuation": ["account_id", "asset"],
+    "account_margin": ["account_id"],
+    "group_margin": ["margin_group"],
+    "quarantine": ["source_table", "reason", "row_json"],
+}
 RESULT_TABLES = (
     "position_margin", "underlying_risk", "collateral_valuation", "account_margin", "group_margin", "quarantine",
 )
@@ -149,23 +159,33 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     as_of = inputs.as_of
     scenario_ids = sorted(inputs.scenarios["scenario_id"].to_list())
     haircuts = inputs.haircuts.lazy()
+    # Ids become dense integer codes (sorted order) for every join and group-by below;
+    # the outputs are decoded at the end, quarantine rows keep the raw strings.
+    coded, account_ids = encoding.encode_accounts(
+        {"positions": inputs.positions, "collateral": inputs.collateral, "accounts": inputs.accounts}
+    )
+    instrument_ids = encoding.sorted_ids(inputs.instruments, "instrument_id")
+    account_code = pl.col(encoding.ACCOUNT_CODE).alias("account_id")
+    instrument_code = pl.col(encoding.INSTRUMENT_CODE).alias("instrument_id")
 
     fx_checked = validation.check_fx_rates(inputs.fx_rates)
     fx = materialize(validation.usable_fx(fx_checked))
     instruments_checked = validation.check_instruments(inputs.instruments)
     prices_checked = validation.check_prices(inputs.prices)
-    accounts_checked = materialize(validation.check_accounts(inputs.accounts))
+    accounts_checked = materialize(validation.check_accounts(coded["accounts"]))
     market = materialize(validation.instrument_market(
         validation.usable_rows(instruments_checked),
         validation.usable_rows(prices_checked),
         fx,
         inputs.risk_params.lazy(),
         as_of,
-    ))
+    ).join(encoding.code_table(instrument_ids, encoding.INSTRUMENT_CODE), on="instrument_id", how="left"))
     positions_checked = materialize(
-        validation.check_positions(inputs.positions, market).select(*validation.INPUT_COLUMNS["positions"], "reason")
+        validation.check_positions(coded["positions"], market).select(
+            *validation.INPUT_COLUMNS["positions"], encoding.ACCOUNT_CODE, encoding.INSTRUMENT_CODE, "reason"
+        )
     )
-    collateral_checked = materialize(validation.check_collateral(inputs.collateral, fx))
+    collateral_checked = materialize(validation.check_collateral(coded["collateral"], fx))
 
     checked = {
         "positions": positions_checked,
@@ -179,15 +199,15 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         [validation.quarantine_rows(frame, table) for table, frame in checked.items()], how="vertical"
     )
     positions = materialize(
-        validation.usable_rows(positions_checked).select("account_id", "instrument_id", "quantity")
+        validation.usable_rows(positions_checked).select(account_code, instrument_code, "quantity")
     )
-    collateral_rows = materialize(validation.usable_rows(collateral_checked).select("account_id", "asset", "amount"))
+    collateral_rows = materialize(validation.usable_rows(collateral_checked).select(account_code, "asset", "amount"))
     accounts = materialize(
-        validation.usable_rows(accounts_checked).select("account_id", "margin_group", "margin_mode", "lei")
+        validation.usable_rows(accounts_checked).select(account_code, "margin_group", "margin_mode", "lei")
     )
 
     instrument_values = materialize(valuation.value_instruments(market.filter(pl.col("hold_reason").is_null()), as_of).select(
-        "instrument_id", "underlying", "kind", "expiry", "strike", "option_type", "multiplier", "price",
+        instrument_code, "underlying", "kind", "expiry", "strike", "option_type", "multiplier", "price",
         "implied_vol", "fx", "index_price", "index_fx", "price_scan", "vol_scan", "im_rate", "spread_rate",
         "short_option_min_rate", "years", "delta", "gamma", "vega", "theta",
     ))
@@ -219,16 +239,14 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     )
 
     # Every account: valid accounts rows plus every id seen in positions or collateral.
+    in_positions = positions_checked.select(account_code)
+    in_collateral = collateral_checked.select(account_code)
     seen_ids = pl.concat(
-        [
-            accounts.select("account_id"),
-            inputs.positions.select("account_id"),
-            inputs.collateral.select("account_id"),
-        ]
+        [accounts.select("account_id"), in_positions, in_collateral]
     ).filter(pl.col("account_id").is_not_null()).unique()
     incomplete_ids = pl.concat(
         [
-            checked[t].filter(pl.col("reason").is_not_null()).select("account_id")
+            checked[t].filter(pl.col("reason").is_not_null()).select(account_code)
             for t in ("positions", "collateral", "accounts")
         ]
     ).filter(pl.col("account_id").is_not_null()).unique().with_columns(pl.lit(False).alias("complete"))
@@ -272,20 +290,30 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         ]
     )
 
+    # Sorted by each table's key on the codes (the same order as the ids), then decoded.
+    account_id = encoding.decode(account_ids, "account_id")
+    warnings = data_quality_warnings(
+        pl.concat([in_positions, in_collateral]), accounts, accounts_checked.with_columns(account_code), positions,
+        collateral_rows, market.select(instrument_code, "kind", "underlying"),
+    )
     return {
-        "position_margin": account_book.positions.select(POSITION_MARGIN_COLUMNS),
-        "underlying_risk": account_book.underlying_risk.select(UNDERLYING_RISK_COLUMNS),
-        "collateral_valuation": collateral_valuation.select(COLLATERAL_VALUATION_COLUMNS),
-        "account_margin": account_margin.select(ACCOUNT_MARGIN_COLUMNS),
-        "group_margin": group_margin.select(GROUP_MARGIN_COLUMNS),
-        "quarantine": quarantine.select(QUARANTINE_COLUMNS),
+        "position_margin": account_book.positions.select(POSITION_MARGIN_COLUMNS).sort(SORT_KEYS["position_margin"])
+        .with_columns(account_id, encoding.decode(instrument_ids, "instrument_id")),
+        "underlying_risk": account_book.underlying_risk.select(UNDERLYING_RISK_COLUMNS)
+        .sort(SORT_KEYS["underlying_risk"]).with_columns(account_id),
+        "collateral_valuation": collateral_valuation.select(COLLATERAL_VALUATION_COLUMNS)
+        .sort(SORT_KEYS["collateral_valuation"]).with_columns(account_id),
+        "account_margin": account_margin.select(ACCOUNT_MARGIN_COLUMNS).sort(SORT_KEYS["account_margin"])
+        .with_columns(account_id),
+        "group_margin": group_margin.select(GROUP_MARGIN_COLUMNS).sort(SORT_KEYS["group_margin"]),
+        "quarantine": quarantine.select(QUARANTINE_COLUMNS).sort(SORT_KEYS["quarantine"]),
         "counts": counts,
-        "warnings": data_quality_warnings(inputs, accounts, accounts_checked, positions, collateral_rows, market),
+        "warnings": warnings.sort("code", "account_id", nulls_last=True).with_columns(account_id),
     }
 
 
 def data_quality_warnings(
-    inputs: MarginInputs,
+    seen_ids: pl.LazyFrame,
     accounts: pl.LazyFrame,
     accounts_checked: pl.LazyFrame,
     positions: pl.LazyFrame,
@@ -294,13 +322,13 @@ def data_quality_warnings(
 ) -> pl.LazyFrame:
     """One row per warning: ``code``, ``account_id``, ``detail`` (recorded in the run record, not quarantined).
 
+    ``seen_ids``: the ``account_id`` of every positions and collateral row, usable or not.
+
     - ``account_not_in_accounts``: an id seen in positions or collateral with no valid accounts row;
     - ``account_row_quarantined``: an accounts row that was quarantined;
     - ``asset_in_spot_and_collateral``: the same asset held as a spot position and as collateral.
     """
-    seen = pl.concat([inputs.positions.select("account_id"), inputs.collateral.select("account_id")]).filter(
-        pl.col("account_id").is_not_null()
-    ).unique()
+    seen = seen_ids.filter(pl.col("account_id").is_not_null()).unique()
     missing = seen.join(accounts, on="account_id", how="anti").select(
         pl.lit("account_not_in_accounts").alias("code"), "account_id",
         pl.lit("margined with margin_mode = null at max(gross_im, net_im, portfolio_im)").alias("detail"),
@@ -317,23 +345,15 @@ def data_quality_warnings(
         pl.lit("asset_in_spot_and_collateral").alias("code"), "account_id",
         pl.format("{} held both as a spot position and as collateral", pl.col("asset")).alias("detail"),
     )
-    return pl.concat([missing, quarantined, both]).sort("code", "account_id", nulls_last=True)
+    return pl.concat([missing, quarantined, both])
 
 
 def compute_margin(inputs: MarginInputs) -> MarginResults:
-    """Collect every output of ``margin_plan`` in one pass, sorted by each table's key."""
+    """Collect every output of ``margin_plan`` in one pass (each sorted by its table's key)."""
     plan = margin_plan(inputs, materialize=materialized)
     names = list(plan)
     frames = dict(zip(names, pl.collect_all([plan[n] for n in names])))
-    sort_keys = {
-        "position_margin": ["account_id", "instrument_id"],
-        "underlying_risk": ["account_id", "underlying"],
-        "collateral_valuation": ["account_id", "asset"],
-        "account_margin": ["account_id"],
-        "group_margin": ["margin_group"],
-        "quarantine": ["source_table", "reason", "row_json"],
-    }
-    tables = {name: frames[name].sort(sort_keys[name]) for name in RESULT_TABLES}
+    tables = {name: frames[name] for name in RESULT_TABLES}
     return MarginResults(
         tables=tables,
         counts=frames["counts"],
