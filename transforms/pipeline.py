@@ -138,14 +138,15 @@ def book_plan(
         held.sum().cast(pl.Int64).alias("position_count"),
         pl.col("gross_im").sum(),
         pl.col("net_im").sum(),
-        pl.col("mv_usd").filter(marked).sum().alias("position_value_usd"),
+        pl.when(marked).then(pl.col("mv_usd")).otherwise(0.0).sum().alias("position_value_usd"),
     ).join(portfolio_margin.portfolio_margin(risk, book_key), on=book_key, how="left")
     return BookPlan(positions=valued, underlying_risk=risk, summary=summary)
 
 
-def _collateral_book(collateral_rows: pl.LazyFrame, fx: pl.LazyFrame, haircuts: pl.LazyFrame, book_key: str):
+def _collateral_book(collateral_rows: pl.LazyFrame, fx: pl.LazyFrame, haircuts: pl.LazyFrame, book_key: str,
+                     materialize: Materialize = keep_lazy):
     balances = coll.collateral_balances(collateral_rows, book_key)
-    valuation_rows = coll.value_collateral(balances, fx, haircuts, book_key)
+    valuation_rows = materialize(coll.value_collateral(balances, fx, haircuts, book_key))
     return valuation_rows, coll.collateral_value(valuation_rows, book_key)
 
 
@@ -222,7 +223,9 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     account_book = book_plan(
         positions, instrument_values, unit_losses, scenario_ids, inputs.offsets, "account_id", materialize
     )
-    collateral_valuation, account_collateral = _collateral_book(collateral_rows, fx, haircuts, "account_id")
+    collateral_valuation, account_collateral = _collateral_book(
+        collateral_rows, fx, haircuts, "account_id", materialize
+    )
 
     # Margin groups.
     membership = materialize(groups.group_membership(accounts))
