@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from transforms.pipeline import SORT_KEYS
+
 TOLERANCE = 1e-6
 
 
@@ -50,13 +52,7 @@ def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -
     wrong_im = accounts.filter((pl.col("im") - mode_figure).abs() > TOLERANCE * pl.max_horizontal(pl.col("im").abs(), 1.0))
     if wrong_im.height:
         problems.append(f"im differs from its mode's figure for {wrong_im.height} accounts")
-    keys = {
-        "position_margin": ["account_id", "instrument_id"],
-        "underlying_risk": ["account_id", "underlying"],
-        "collateral_valuation": ["account_id", "asset"],
-        "account_margin": ["account_id"],
-        "group_margin": ["margin_group"],
-    }
+    keys = {table: key for table, key in SORT_KEYS.items() if table != "quarantine"}
     for table, key in keys.items():
         if tables[table].select(key).is_duplicated().any():
             problems.append(f"{table}: duplicate key {key}")
