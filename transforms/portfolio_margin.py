@@ -103,17 +103,27 @@ def underlying_scan(
     is_short = pl.col("net_qty") < 0
     short_units = pl.when(is_short).then(units.abs()).otherwise(0.0)
     is_option = pl.col("kind") == "option"
-    # Plain sums only inside the group-bys (a filtered aggregation is far slower), and the
-    # underlying's parameters joined afterwards instead of carried through with first().
-    params = valued_positions.select("underlying", *UNDERLYING_PARAMS).unique("underlying")
+    # Plain sums only inside the group-bys (a filtered aggregation is far slower), integer
+    # group keys (the underlying's code, the expiry bucket) brought by the per-instrument
+    # join, and the underlying's name and parameters joined afterwards.
+    params = (
+        valued_positions.select("underlying", *UNDERLYING_PARAMS).unique("underlying")
+        .sort("underlying").with_row_index("underlying_code")
+    )
+    instrument_keys = (
+        valued_positions.select("instrument_id", "underlying", _expiry_bucket()).unique("instrument_id")
+        .join(params.select("underlying", "underlying_code"), on="underlying", how="left")
+        .join(unit_losses, on="instrument_id", how="left")
+        .drop("underlying")
+    )
     per_bucket = (
         valued_positions.select(
-            book_key, "underlying", "instrument_id", "net_qty", *GREEK_SUMS, _expiry_bucket(),
+            book_key, "instrument_id", "net_qty", *GREEK_SUMS,
             pl.when(is_option & (pl.col("option_type") == "C")).then(short_units).otherwise(0.0).alias("short_calls"),
             pl.when(is_option & (pl.col("option_type") == "P")).then(short_units).otherwise(0.0).alias("short_puts"),
         )
-        .join(unit_losses, on="instrument_id", how="left")
-        .group_by(book_key, "underlying", "expiry_bucket")
+        .join(instrument_keys, on="instrument_id", how="left")
+        .group_by(book_key, "underlying_code", "expiry_bucket")
         .agg(
             *[pl.col(c).sum() for c in GREEK_SUMS],
             *[(pl.col("net_qty") * pl.col(c)).sum().alias(c) for c in losses],
@@ -122,14 +132,14 @@ def underlying_scan(
         )
     )
     bucket_delta = pl.col("delta_units")
-    per_underlying = per_bucket.group_by(book_key, "underlying").agg(
+    per_underlying = per_bucket.group_by(book_key, "underlying_code").agg(
         *[pl.col(c).sum() for c in GREEK_SUMS],
         *[pl.col(c).sum() for c in losses],
         pl.col("short_calls").sum(),
         pl.col("short_puts").sum(),
         bucket_delta.clip(lower_bound=0.0).sum().alias("calendar_long"),
         (-bucket_delta).clip(lower_bound=0.0).sum().alias("calendar_short"),
-    ).join(params, on="underlying", how="left")
+    ).join(params, on="underlying_code", how="left").drop("underlying_code")
     usd_per_unit = pl.col("index_price") * pl.col("index_fx")
     # concat_arr → list: concat_list of 16 columns was ~40× slower (benchmarks, polars 2.1).
     loss_list = pl.concat_arr(losses).arr.to_list()
@@ -208,12 +218,14 @@ def inter_underlying_credits(underlying_risk: pl.LazyFrame, offsets: pl.DataFram
             (d_a - d_a.sign() * pl.col("spread_legs") * ratio_a).alias(f"d|{a}"),
             (d_b - d_b.sign() * pl.col("spread_legs") * ratio_b).alias(f"d|{b}"),
         )
-    credits = state.select(book_key, *[f"credit|{u}" for u in offset_underlyings]).unpivot(
-        index=book_key, variable_name="underlying", value_name="inter_credit"
-    ).with_columns(pl.col("underlying").str.strip_prefix("credit|"))
-    return underlying_risk.join(credits, on=[book_key, "underlying"], how="left").with_columns(
-        pl.col("inter_credit").fill_null(0.0)
-    )
+    # Back to book × underlying by a join on the book alone (one row per book).
+    credit_columns = [f"credit|{u}" for u in offset_underlyings]
+    inter_credit = pl.coalesce(
+        [pl.when(pl.col("underlying") == u).then(pl.col(f"credit|{u}")) for u in offset_underlyings]
+    ).fill_null(0.0)
+    return underlying_risk.join(state.select(book_key, *credit_columns), on=book_key, how="left").with_columns(
+        inter_credit.alias("inter_credit")
+    ).drop(credit_columns)
 
 
 def underlying_risk(scan: pl.LazyFrame, offsets: pl.DataFrame, book_key: str) -> pl.LazyFrame:
