@@ -51,6 +51,23 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when the message is empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def show_summary(db: Path, as_of: dt.date) -> None:
+    """Print the day's headline figures; the date is already published, so a failure
+    here (e.g. an analyst holding the file past the lock timeout) is a one-line warning."""
+    from flows.summary import print_day_summary
+
+    try:
+        print_day_summary(db, as_of)
+    except Exception as error:  # noqa: BLE001 — never turn a published run into a failure
+        typer.echo(f"margin: warning: summary not shown: {first_line(error)}", err=True)
+
+
 def parse_date(text: str, option: str = "--date") -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -74,12 +91,19 @@ def demo(
 
     first = parse_date(start, "--start")
     say(f"generating {days} day(s) × {accounts:,} accounts under {inputs} …")
-    folders = generate_book(Path(inputs), first, days, accounts, seed)
+    if days < 1 or accounts < 1:
+        fail("--days and --accounts must be at least 1")
+    try:
+        folders = generate_book(Path(inputs), first, days, accounts, seed)
+    except (OSError, ValueError) as error:
+        fail(f"cannot generate the demo book under {inputs}: {error}")
     last = first + dt.timedelta(days=days - 1)
-    _run_backfill(first, last, inputs, db, strict=False)
-    from flows.summary import print_day_summary
-
-    print_day_summary(db, last)
+    outcome = _run_backfill(first, last, inputs, db, strict=False)
+    for day, reason in outcome["failed"].items():
+        typer.echo(f"margin: error: {day}: {reason}", err=True)
+    if outcome["failed"]:
+        raise typer.Exit(1)
+    show_summary(db, last)
     typer.echo(f"\nWarehouse: {db}   ({len(folders)} day(s) of inputs under {inputs})")
     typer.echo('Try: margin sql "select status, count(*) from account_margin group by 1"')
 
@@ -114,7 +138,7 @@ def _run_backfill(
         if not eod.use_prefect():
             return eod.backfill_dates(first, last, inputs, db, strict, lock_timeout, use_tasks=False)
     except eod.RunFailed as error:
-        fail(str(error))
+        fail(first_line(error))
     return eod.backfill(first.isoformat(), last.isoformat(), str(inputs), str(db), strict, lock_timeout)
 
 
@@ -143,11 +167,9 @@ def run(
         else:
             eod.run_end_of_day(as_of, inputs, db, strict, use_tasks=False, lock_timeout=lock_timeout)
     except RunFailed as error:
-        fail(str(error))
+        fail(first_line(error))
     if summary:
-        from flows.summary import print_day_summary
-
-        print_day_summary(db, as_of)
+        show_summary(db, as_of)
 
 
 @app.command()
@@ -192,8 +214,8 @@ def publish(
         record = {**record, "status": "succeeded", "error": None,
                   "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
         warehouse.publish_date(db, as_of, record["run_id"], tables, record, lock_timeout=lock_timeout)
-    except (FileNotFoundError, warehouse.WarehouseLocked) as error:
-        fail(str(error))
+    except Exception as error:  # one line for every kind of failure (locked, missing, corrupt, disk)
+        fail(first_line(error))
     typer.echo(f"published {as_of} (run {record['run_id']}) to {db}")
 
 
@@ -215,7 +237,7 @@ def sql(
     try:
         output = run_read_only_query(db, query, format, limit)
     except Exception as error:  # one line for every kind of failure
-        fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        fail(first_line(error))
     sys.stdout.write(output)
 
 
@@ -242,7 +264,7 @@ def serve(
         check_timezone(timezone)
         expression = check_cron(cron, timezone) if cron else weekday_cron(at)
     except ScheduleError as error:
-        fail(str(error))
+        fail(first_line(error))
     if not os.environ.get("PREFECT_API_URL"):
         typer.echo(
             "margin: note: PREFECT_API_URL is not set; serving against a temporary server "
@@ -268,7 +290,7 @@ def report(
     try:
         path = write_report(db, as_of, target)
     except (ReportError, FileNotFoundError) as error:
-        fail(str(error))
+        fail(first_line(error))
     typer.echo(str(path))
 
 
@@ -305,7 +327,7 @@ def export(
     try:
         result = export_files(db, as_of, format, out, moment, allow_partial, inputs=inputs)
     except (ExportError, FileNotFoundError) as error:
-        fail(str(error))
+        fail(first_line(error))
     for warning in result.warnings:
         typer.echo(f"margin: warning: {warning}", err=True)
     for account_id, reasons in result.rejected:

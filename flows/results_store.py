@@ -10,6 +10,7 @@ complete set, which ``load_results`` falls back to) and the next save cleans it 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import io
 import json
 import os
@@ -31,6 +32,24 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+STAGING_LOCK = ".writer.lock"
+
+
+def _held_by_a_live_run(staging: Path) -> bool:
+    """Whether the process writing ``staging`` is still alive (it holds an flock on its lock file)."""
+    try:
+        handle = open(staging / STAGING_LOCK, "rb")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def write_durably(frame: pl.DataFrame, path: Path) -> None:
@@ -60,20 +79,25 @@ def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[st
     final = date_dir(results_dir, as_of)
     staging = final.with_name(f"{final.name}.staging-{run_id}")
     staging.mkdir(parents=True, exist_ok=False)
-    for table in RESULT_TABLES:
-        path = staging / f"{table}.parquet"
-        write_durably(tables[table], path)
-    (staging / "run.json").write_text(json.dumps(run_record, sort_keys=True, default=str, indent=1))
-    _fsync_dir(staging)
-    fault_point("save")
-    retired = final.with_name(f"{final.name}.retired-{run_id}")
-    if final.exists():
-        os.replace(final, retired)
-        fault_point("save-swap")
-    os.replace(staging, final)
-    _fsync_dir(final.parent)
-    for leftover in final.parent.glob(f"{final.name}.*"):  # this run's retired set, and any killed run's
-        shutil.rmtree(leftover, ignore_errors=True)
+    with open(staging / STAGING_LOCK, "wb") as writer_lock:
+        fcntl.flock(writer_lock.fileno(), fcntl.LOCK_EX)  # released when this process ends, however
+        for table in RESULT_TABLES:
+            write_durably(tables[table], staging / f"{table}.parquet")
+        (staging / "run.json").write_text(json.dumps(run_record, sort_keys=True, default=str, indent=1))
+        _fsync_dir(staging)
+        fault_point("save")
+        retired = final.with_name(f"{final.name}.retired-{run_id}")
+        if final.exists():
+            os.replace(final, retired)
+            fault_point("save-swap")
+        os.replace(staging, final)
+        (final / STAGING_LOCK).unlink()
+        _fsync_dir(final.parent)
+        for leftover in final.parent.glob(f"{final.name}.*"):
+            # Retired sets go at once; another run's staging folder only when no live
+            # process holds its lock (a killed run's), so a concurrent run keeps its own.
+            if ".retired-" in leftover.name or not _held_by_a_live_run(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
     return final
 
 

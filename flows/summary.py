@@ -27,10 +27,8 @@ def top_deficits(db: Path, as_of: dt.date, limit: int = 5) -> pl.DataFrame:
     )
 
 
-def _fmt(value: float, section: str) -> str:
-    if "USD" in section:
-        return f"{value:,.0f}"
-    return f"{value:,.0f}"
+def _fmt(value: float | None, section: str) -> str:
+    return "—" if value is None else f"{value:,.0f}"
 
 
 def print_day_summary(db: Path, as_of: dt.date, console: Console | None = None) -> None:

@@ -284,7 +284,9 @@ def publish_date(
             con.execute("ROLLBACK")
             raise
         fault_point("publish-committed")
-    _clear_run_log(db_path, log_bytes)
+        # Still holding the warehouse's write lock: no other publish can read the log
+        # between our commit and this clear (records appended since are kept).
+        _clear_run_log(db_path, log_bytes)
 
 
 def record_runs(db_path: Path, *, lock_timeout: float = 5.0) -> bool:
@@ -296,9 +298,9 @@ def record_runs(db_path: Path, *, lock_timeout: float = 5.0) -> bool:
             con.execute("BEGIN TRANSACTION")
             _upsert_runs(con, pending)
             con.execute("COMMIT")
+            _clear_run_log(db_path, log_bytes)
     except WarehouseLocked:
         return False
-    _clear_run_log(db_path, log_bytes)
     return True
 
 
