@@ -355,7 +355,10 @@ def compute_margin(inputs: MarginInputs) -> MarginResults:
     """Collect every output of ``margin_plan`` in one pass (each sorted by its table's key)."""
     plan = margin_plan(inputs, materialize=materialized)
     names = list(plan)
-    frames = dict(zip(names, pl.collect_all([plan[n] for n in names])))
+    # The final step is sorts and gathers over collected frames, where the in-memory engine
+    # is faster (10M rows: 7.5-8.0 s against 10.8-13.4 s streaming); the shared
+    # intermediates (group-bys and joins) were collected by the streaming engine.
+    frames = dict(zip(names, pl.collect_all([plan[n] for n in names], engine="in-memory")))
     tables = {name: frames[name] for name in RESULT_TABLES}
     return MarginResults(
         tables=tables,
