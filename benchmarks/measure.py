@@ -11,8 +11,9 @@ timings (seconds) on stdout.  Kinds:
 - ``profile``: the same methodology stage by stage, each stage's plan collected
   separately from materialised inputs, to show where the time goes (slower in total
   than ``full``: no work is shared across stages);
-- ``partitioned``: ``flows.partitioned.compute_margin_partitioned`` (margin-group
-  partitions, in-process) — memory-bounded path for books larger than RAM allows;
+- ``partitioned``: ``flows.partitioned.compute_margin_from_files`` (margin-group
+  partitions, in-process, positions and collateral streamed from their files into one
+  file per partition) — the memory-bounded path for books larger than RAM allows;
 - ``floor-polars`` / ``floor-duckdb``: the netting-only pipeline (read positions, net per
   account × instrument, join prices and instruments, Σ notional per account ×
   underlying and per account) in Polars streaming and in DuckDB SQL.
@@ -260,17 +261,16 @@ def floor_duckdb(inputs: Path, as_of: dt.date) -> dict:
             "rows_out": [by_underlying.num_rows, by_account.num_rows]}
 
 
-def measure_partitioned(inputs: Path, as_of: dt.date, partitions: int) -> dict:
-    from flows.loading import load_inputs
-    from flows.partitioned import compute_margin_partitioned
+def measure_partitioned(inputs: Path, as_of: dt.date, partitions: int, workdir: Path) -> dict:
+    """Load + compute by partitions, streamed from the files (positions and collateral never
+    read whole; partition files under WORKDIR, removed afterwards)."""
+    from flows.partitioned import compute_margin_from_files
 
     watch = Stopwatch()
-    with watch.stage("load"):
-        loaded = load_inputs(inputs, as_of)
-    with watch.stage("compute"):
-        results = compute_margin_partitioned(loaded.margin_inputs, partitions)
-    watch.timings["total"] = round(sum(watch.timings.values()), 4)
-    return {"timings": watch.timings, "accounts": results.tables["account_margin"].height}
+    with watch.stage("total"):
+        results = compute_margin_from_files(inputs, as_of, partitions, spill_dir=workdir)
+    return {"timings": watch.timings, "accounts": results.tables["account_margin"].height,
+            "position_rows": results.tables["position_margin"].height}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.kind == "profile":
         out = measure_profile(args.inputs, args.date)
     elif args.kind == "partitioned":
-        out = measure_partitioned(args.inputs, args.date, args.partitions)
+        out = measure_partitioned(args.inputs, args.date, args.partitions, args.workdir)
     elif args.kind == "floor-polars":
         out = floor_polars(args.inputs, args.date)
     else:

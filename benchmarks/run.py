@@ -159,7 +159,7 @@ def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
     ]
     if any("partitioned" in results[s] for s in sizes):
         rows += [
-            ("partitioned: load + compute (s)",
+            ("partitioned, streamed from files: load + compute (s)",
              [cell(results[s].get("partitioned", {}).get("timings", {}).get("total")) for s in sizes]),
             ("partitioned: peak RSS (GB)", [cell(results[s].get("partitioned", {}).get("peak_rss_gb")) for s in sizes]),
         ]

@@ -95,8 +95,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cast_column(frame: pl.DataFrame, path: Path, column: str, wanted: str) -> pl.Expr:
-    dtype = frame.schema[column]
+def _cast_column(schema: pl.Schema, path: Path, column: str, wanted: str) -> pl.Expr:
+    dtype = schema[column]
     col = pl.col(column)
     if dtype == pl.Null:
         return col.cast(POLARS_TYPES[wanted])
@@ -117,21 +117,42 @@ def _cast_column(frame: pl.DataFrame, path: Path, column: str, wanted: str) -> p
     raise StructuralError(path, column, f"has type {dtype}, which cannot be read as {wanted}")
 
 
+def _not_parquet(path: Path, error: Exception) -> StructuralError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return StructuralError(path, None, f"not a readable Parquet file ({first_line[:200]})")
+
+
+def _contract_columns(schema: pl.Schema, path: Path, table: str) -> list[pl.Expr]:
+    """One expression per SPEC §2 column: the file's column cast to its contract type."""
+    columns = []
+    for column, wanted in TABLE_SCHEMAS[table].items():
+        if column not in schema:
+            if (table, column) in OPTIONAL_COLUMNS:
+                columns.append(pl.lit(None, dtype=POLARS_TYPES[wanted]).alias(column))
+                continue
+            raise StructuralError(path, column, "required column is missing" + _near_miss(column, list(schema)))
+        columns.append(_cast_column(schema, path, column, wanted).alias(column))
+    return columns
+
+
+def scan_table(path: Path, table: str) -> pl.LazyFrame:
+    """``read_table`` without reading: the columns and types are checked from the file's
+    metadata, the rows are read (and cast) when the plan runs — so a book larger than
+    memory can be streamed, e.g. into partitions (``flows.partitioned``)."""
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as error:  # corrupt, truncated, not Parquet
+        raise _not_parquet(path, error) from error
+    return pl.scan_parquet(path).select(_contract_columns(schema, path, table))
+
+
 def read_table(path: Path, table: str) -> pl.DataFrame:
     """Read one Parquet table and cast it to its SPEC §2 contract (extra columns dropped)."""
     try:
         raw = pl.read_parquet(path)
     except Exception as error:  # corrupt, truncated, not Parquet
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StructuralError(path, None, f"not a readable Parquet file ({first_line[:200]})") from error
-    columns = []
-    for column, wanted in TABLE_SCHEMAS[table].items():
-        if column not in raw.columns:
-            if (table, column) in OPTIONAL_COLUMNS:
-                columns.append(pl.lit(None, dtype=POLARS_TYPES[wanted]).alias(column))
-                continue
-            raise StructuralError(path, column, "required column is missing" + _near_miss(column, raw.columns))
-        columns.append(_cast_column(raw, path, column, wanted).alias(column))
+        raise _not_parquet(path, error) from error
+    columns = _contract_columns(raw.schema, path, table)
     try:
         return raw.select(columns)
     except pl.exceptions.PolarsError as error:
@@ -234,21 +255,26 @@ def read_policy(path: Path) -> dict:
     return policy
 
 
-def load_inputs(inputs_root: Path, as_of: dt.date) -> LoadedInputs:
-    """Locate, read, type-check and checksum every input of ``as_of`` (SPEC §2)."""
+def load_inputs(inputs_root: Path, as_of: dt.date, scan: tuple[str, ...] = ()) -> LoadedInputs:
+    """Locate, read, type-check and checksum every input of ``as_of`` (SPEC §2).
+
+    Daily tables named in ``scan`` are not read: they stay lazy scans of their files
+    (``scan_table``), for a caller that streams them (``flows.partitioned``).
+    """
     inputs_root = Path(inputs_root)
     if not date_folder(inputs_root, as_of).is_dir():
         raise StructuralError(date_folder(inputs_root, as_of), None, "no input folder for this date")
     paths = {name: locate(inputs_root, as_of, f"{name}.parquet") for name in (*INPUT_TABLES, *METHODOLOGY_TABLES)}
     policy_path = locate(inputs_root, as_of, "policy.toml")
-    tables = {name: read_table(path, name) for name, path in paths.items()}
+    tables = {name: read_table(path, name) for name, path in paths.items() if name not in scan}
+    lazy = {name: scan_table(paths[name], name) for name in scan}
     check_methodology(tables, paths)
     policy = read_policy(policy_path)
     files = {name: str(path) for name, path in paths.items()} | {"policy": str(policy_path)}
     checksums = {name: sha256_of(Path(path)) for name, path in files.items()}
     margin_inputs = MarginInputs(
         as_of=as_of,
-        **{name: tables[name].lazy() for name in INPUT_TABLES},
+        **{name: lazy[name] if name in lazy else tables[name].lazy() for name in INPUT_TABLES},
         **{name: tables[name] for name in METHODOLOGY_TABLES},
         maintenance_ratio=policy["maintenance_ratio"],
         vol_floor=policy["vol_floor"],

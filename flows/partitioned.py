@@ -16,12 +16,21 @@ missing_price, missing_fx).  Methodology tables are passed through unchanged.
 Partitions run in-process (``compute_margin_partitioned``) or as Prefect tasks on a
 Dask cluster (``compute_margin_on_dask``) through prefect-dask's ``DaskTaskRunner``:
 a temporary local cluster (``workers=N``) or an existing one (``address="tcp://…:8786"``).
+
+For a book larger than memory, ``compute_margin_from_files`` never holds the positions
+and collateral of the whole day: one streaming pass per table writes them into one
+Parquet file per partition (``spill_dir``), and each partition reads only its own file,
+so peak memory is bounded by the largest partition (plus the accounts table and the
+merged results).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import polars as pl
 
@@ -30,6 +39,8 @@ from transforms.pipeline import RESULT_TABLES, MarginInputs, MarginResults, comp
 
 SHARED_TABLES = ("prices", "fx_rates", "instruments")
 PARTITIONED_TABLES = ("positions", "collateral", "accounts")
+#: The large daily tables, streamed from their files into partitions by ``compute_margin_from_files``.
+STREAMED_TABLES = ("positions", "collateral")
 #: Same order as ``compute_margin``'s output.
 SORT_KEYS = {
     "position_margin": ["account_id", "instrument_id"],
@@ -98,26 +109,51 @@ def with_partition(rows: pl.LazyFrame, keys: pl.LazyFrame, partitions: int) -> p
     )
 
 
-def split_inputs(inputs: MarginInputs, partitions: int) -> tuple[SharedTables, list[MarginInputs]]:
-    """The shared tables validated once, and one ``MarginInputs`` per partition."""
+def split_inputs(
+    inputs: MarginInputs, partitions: int, spill_dir: Path | None = None
+) -> tuple[SharedTables, list[MarginInputs]]:
+    """The shared tables validated once, and one ``MarginInputs`` per partition.
+
+    With ``spill_dir``, positions and collateral are streamed (one pass each) into one
+    Parquet file per partition under it, and each partition's tables are lazy scans of
+    its files; otherwise they are split in memory.
+    """
     if partitions < 1:
         raise ValueError("partitions must be ≥ 1")
     shared = validate_shared(inputs)
     keys = partition_keys(inputs.accounts).collect().lazy()
-    tagged = pl.collect_all([with_partition(getattr(inputs, t), keys, partitions) for t in PARTITIONED_TABLES])
+    spilled = STREAMED_TABLES if spill_dir is not None else ()
+    in_memory = [t for t in PARTITIONED_TABLES if t not in spilled]
+    tagged = pl.collect_all([with_partition(getattr(inputs, t), keys, partitions) for t in in_memory])
     pieces = {
         table: {k[0]: frame.drop("partition") for k, frame in tagged_frame.partition_by(
             "partition", as_dict=True, maintain_order=True).items()}
-        for table, tagged_frame in zip(PARTITIONED_TABLES, tagged)
+        for table, tagged_frame in zip(in_memory, tagged)
     }
+    for table in spilled:
+        pieces[table] = spill_partitions(getattr(inputs, table), keys, partitions, Path(spill_dir) / table)
     parts = []
     for index in range(partitions):
-        own = {
-            table: pieces[table].get(index, getattr(inputs, table).clear().collect()).lazy()
-            for table in PARTITIONED_TABLES
-        }
+        own = {}
+        for table in PARTITIONED_TABLES:
+            empty = getattr(inputs, table).clear()
+            piece = pieces[table].get(index)
+            own[table] = empty if piece is None else piece.lazy()
         parts.append(dataclasses.replace(inputs, **own, **shared.usable))
     return shared, parts
+
+
+def spill_partitions(rows: pl.LazyFrame, keys: pl.LazyFrame, partitions: int, folder: Path) -> dict[int, pl.LazyFrame]:
+    """Stream ``rows`` into ``folder/partition=<i>/*.parquet`` in one pass; a scan per non-empty partition."""
+    with_partition(rows, keys, partitions).sink_parquet(
+        pl.PartitionBy(folder, key="partition", include_key=False), mkdir=True
+    )
+    schema = rows.collect_schema()
+    return {
+        index: pl.scan_parquet(folder / f"partition={index}" / "*.parquet", schema=schema)
+        for index in range(partitions)
+        if (folder / f"partition={index}").is_dir()
+    }
 
 
 def merge_results(shared: SharedTables, parts: Sequence[MarginResults]) -> MarginResults:
@@ -155,6 +191,26 @@ def compute_margin_partitioned(
     """
     shared, parts = split_inputs(inputs, partitions)
     results = run_partitions(parts) if run_partitions else [compute_margin(p) for p in parts]
+    return merge_results(shared, results)
+
+
+def compute_margin_from_files(
+    inputs_root: Path,
+    as_of: dt.date,
+    partitions: int,
+    spill_dir: Path | None = None,
+    run_partitions: Callable[[list[MarginInputs]], list[MarginResults]] | None = None,
+) -> MarginResults:
+    """``compute_margin_partitioned`` straight from the day's files, memory-bounded: positions
+    and collateral are never read whole (``flows.loading.load_inputs(..., scan=...)``), but
+    streamed into one file per partition under ``spill_dir`` (a temporary folder by default,
+    removed afterwards; on a real cluster, a folder every worker can read)."""
+    from flows.loading import load_inputs
+
+    inputs = load_inputs(inputs_root, as_of, scan=STREAMED_TABLES).margin_inputs
+    with tempfile.TemporaryDirectory(prefix="margin-partitions-", dir=spill_dir) as scratch:
+        shared, parts = split_inputs(inputs, partitions, spill_dir=Path(scratch))
+        results = run_partitions(parts) if run_partitions else [compute_margin(p) for p in parts]
     return merge_results(shared, results)
 
 

@@ -17,7 +17,12 @@ from polars.testing import assert_frame_equal
 from conftest import EXAMPLES
 from flows.generate import generate_day
 from flows.loading import load_inputs
-from flows.partitioned import compute_margin_on_dask, compute_margin_partitioned, split_inputs
+from flows.partitioned import (
+    compute_margin_from_files,
+    compute_margin_on_dask,
+    compute_margin_partitioned,
+    split_inputs,
+)
 from transforms.pipeline import compute_margin
 
 EXAMPLE_DATE = dt.date(2025, 3, 14)
@@ -53,11 +58,16 @@ def assert_same_results(single, partitioned) -> None:
 
 
 @pytest.fixture(scope="module")
-def generated_book(tmp_path_factory):
+def generated_root(tmp_path_factory):
     """300 accounts, ≈3,000 position rows, margin groups and bad rows (quarantine)."""
     root = tmp_path_factory.mktemp("generated")
     generate_day(root, GENERATED_DATE, 300)
-    return load_inputs(root, GENERATED_DATE).margin_inputs
+    return root
+
+
+@pytest.fixture(scope="module")
+def generated_book(generated_root):
+    return load_inputs(generated_root, GENERATED_DATE).margin_inputs
 
 
 @pytest.mark.parametrize("book", ["book_a_12_accounts", "book_b_40_accounts_custom_grid"])
@@ -70,6 +80,12 @@ def test_generated_book_partitioned_equal_single_process(generated_book):
     single = compute_margin(generated_book)
     assert single.tables["quarantine"].height > 0 and single.tables["group_margin"].height > 0
     assert_same_results(single, compute_margin_partitioned(generated_book, 4))
+
+
+def test_streamed_from_files_equal_single_process(generated_root, generated_book, tmp_path):
+    streamed = compute_margin_from_files(generated_root, GENERATED_DATE, 4, spill_dir=tmp_path)
+    assert_same_results(compute_margin(generated_book), streamed)
+    assert list(tmp_path.iterdir()) == []  # the partition files are removed afterwards
 
 
 def test_a_margin_group_stays_in_one_partition(generated_book):
