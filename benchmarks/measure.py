@@ -109,13 +109,19 @@ def measure_profile(inputs: Path, as_of: dt.date) -> dict:
 
     from flows.loading import load_inputs
     from transforms import collateral as coll
-    from transforms import groups, netting, portfolio_margin, rule_margin, validation, valuation
+    from transforms import encoding, groups, netting, portfolio_margin, rule_margin, validation, valuation
     from transforms.account_health import account_health
 
     watch = Stopwatch()
     with watch.stage("load"):
         margin_inputs = load_inputs(inputs, as_of).margin_inputs
     scenario_ids = sorted(margin_inputs.scenarios["scenario_id"].to_list())
+
+    with watch.stage("encode"):  # as margin_plan: ids to dense integer codes
+        coded, account_ids = encoding.encode_accounts({t: getattr(margin_inputs, t)
+                                                       for t in ("positions", "collateral", "accounts")})
+        instrument_ids = encoding.sorted_ids(margin_inputs.instruments, "instrument_id")
+    account_code = pl.col(encoding.ACCOUNT_CODE).alias("account_id")
 
     with watch.stage("validate"):
         fx_checked = validation.check_fx_rates(margin_inputs.fx_rates)
@@ -125,27 +131,27 @@ def measure_profile(inputs: Path, as_of: dt.date) -> dict:
         market = validation.instrument_market(
             validation.usable_rows(instruments_checked), validation.usable_rows(prices_checked), fx,
             margin_inputs.risk_params.lazy(), as_of,
-        )
+        ).join(encoding.code_table(instrument_ids, encoding.INSTRUMENT_CODE), on="instrument_id", how="left")
         checked_plans = {
-            "positions": validation.check_positions(margin_inputs.positions, market),
+            "positions": validation.check_positions(coded["positions"], market),
             "prices": prices_checked,
-            "collateral": validation.check_collateral(margin_inputs.collateral, fx),
+            "collateral": validation.check_collateral(coded["collateral"], fx),
             "fx_rates": fx_checked,
             "instruments": instruments_checked,
-            "accounts": validation.check_accounts(margin_inputs.accounts),
+            "accounts": validation.check_accounts(coded["accounts"]),
         }
         frames = pl.collect_all([*checked_plans.values(), fx, market])
         checked = dict(zip(checked_plans, frames))
         fx, market = frames[-2].lazy(), frames[-1].lazy()
         pl.collect_all([validation.quarantine_rows(frame.lazy(), table) for table, frame in checked.items()])
         positions = validation.usable_rows(checked["positions"].lazy()).select(
-            "account_id", "instrument_id", "quantity"
+            account_code, pl.col(encoding.INSTRUMENT_CODE).alias("instrument_id"), "quantity"
         ).collect().lazy()
         collateral_rows = validation.usable_rows(checked["collateral"].lazy()).select(
-            "account_id", "asset", "amount"
+            account_code, "asset", "amount"
         ).collect().lazy()
         accounts = validation.usable_rows(checked["accounts"].lazy()).select(
-            "account_id", "margin_group", "margin_mode", "lei"
+            account_code, "margin_group", "margin_mode", "lei"
         ).collect().lazy()
 
     with watch.stage("net"):
@@ -154,7 +160,7 @@ def measure_profile(inputs: Path, as_of: dt.date) -> dict:
     with watch.stage("value"):
         instrument_values = valuation.value_instruments(
             market.filter(pl.col("hold_reason").is_null()), as_of
-        ).collect().lazy()
+        ).drop("instrument_id").rename({encoding.INSTRUMENT_CODE: "instrument_id"}).collect().lazy()
         valued = rule_margin.rule_margin(
             valuation.value_positions(netted, instrument_values, "account_id")
         ).collect().lazy()
@@ -178,12 +184,12 @@ def measure_profile(inputs: Path, as_of: dt.date) -> dict:
         summary = valued.group_by("account_id").agg(
             (pl.col("net_qty") != 0).sum().cast(pl.Int64).alias("position_count"),
             pl.col("gross_im").sum(), pl.col("net_im").sum(),
-            pl.col("mv_usd").filter(marked).sum().alias("position_value_usd"),
+            pl.when(marked).then(pl.col("mv_usd")).otherwise(0.0).sum().alias("position_value_usd"),
         ).join(account_pm, on="account_id", how="left")
         zero_filled = ["position_count", "gross_im", "net_im", "position_value_usd", "portfolio_im", "inter_credit",
                        "collateral_value_usd", "haircut_usd"]
-        seen_ids = pl.concat([accounts.select("account_id"), margin_inputs.positions.select("account_id"),
-                              margin_inputs.collateral.select("account_id")]).drop_nulls().unique()
+        seen_ids = pl.concat([accounts.select("account_id"), checked["positions"].lazy().select(account_code),
+                              checked["collateral"].lazy().select(account_code)]).drop_nulls().unique()
         account_margin = account_health(
             seen_ids.join(accounts, on="account_id", how="left")
             .join(summary, on="account_id", how="left")

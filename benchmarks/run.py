@@ -39,7 +39,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = PROJECT_ROOT / "data" / "bench"
 AS_OF = dt.date(2026, 11, 16)
 ROWS_PER_ACCOUNT = 10
-PROFILE_STAGES = ("load", "validate", "net", "value", "portfolio_margin", "collateral", "accounts", "groups")
+PROFILE_STAGES = ("load", "encode", "validate", "net", "value", "portfolio_margin", "collateral", "accounts", "groups")
 
 
 def parse_size(text: str) -> int:
