@@ -80,10 +80,18 @@ def sub_book(*spec) -> MarginInputs:
         return load_inputs(root, as_of).margin_inputs
 
 
-def _float_columns_match(table: str, column: str, left: pl.Series, right: pl.Series) -> list[str]:
+def _table_scale(frame: pl.DataFrame) -> float:
+    """Largest magnitude of any amount in the table: a difference such as
+    ``aggregation_benefit = sum_member_im − group_im`` carries the float noise of its
+    operands, not of its own (possibly tiny) value."""
+    floats = [c for c, t in frame.schema.items() if t == pl.Float64]
+    return max([float(frame[c].abs().max() or 0.0) for c in floats] + [1.0])
+
+
+def _float_columns_match(table: str, column: str, left: pl.Series, right: pl.Series, scale: float = 1.0) -> list[str]:
     if not left.is_null().equals(right.is_null()):
         return [f"{table}.{column}: nulls differ"]
-    scale = max(float(left.abs().max() or 0.0), float(right.abs().max() or 0.0), 1.0)
+    scale = max(float(left.abs().max() or 0.0), float(right.abs().max() or 0.0), scale)
     difference = (left - right).abs().fill_null(0.0)
     worst = float(difference.max() or 0.0)
     return [f"{table}.{column}: differs by {worst:.3g} (scale {scale:.3g})"] if worst > RELATIVE * scale else []
@@ -97,9 +105,10 @@ def result_differences(left: MarginResults, right: MarginResults) -> list[str]:
         if a.columns != b.columns or a.height != b.height:
             problems.append(f"{table}: shape {a.shape} vs {b.shape}")
             continue
+        scale = max(_table_scale(a), _table_scale(b))
         for column, dtype in a.schema.items():
             if dtype == pl.Float64:
-                problems += _float_columns_match(table, column, a[column], b[column])
+                problems += _float_columns_match(table, column, a[column], b[column], scale)
             elif dtype == pl.List(pl.Float64):
                 if not a[column].list.len().equals(b[column].list.len()):
                     problems.append(f"{table}.{column}: list lengths differ")
