@@ -7,6 +7,7 @@ Every command that reads or writes the warehouse takes ``--db``; inputs default 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -34,6 +35,35 @@ app = typer.Typer(
 DateOption = Annotated[str, typer.Option("--date", help="As-of date, YYYY-MM-DD.")]
 InputsOption = Annotated[Path, typer.Option("--inputs", help="Input root holding reference/ and date=YYYY-MM-DD/ folders.")]
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB warehouse file.")]
+PartitionsOption = Annotated[
+    int,
+    typer.Option(
+        "--partitions",
+        help="Split the compute by margin group into N independent partitions (bounds memory on "
+        "large books; results are identical). Default: $MARGIN_PARTITIONS or 1.",
+        envvar="MARGIN_PARTITIONS",
+    ),
+]
+DaskOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dask-address",
+        help="Run the partitions as Prefect tasks on a Dask cluster: a scheduler address "
+        "(tcp://host:8786) or `local` for a 2-worker local cluster.",
+        envvar="MARGIN_DASK_ADDRESS",
+    ),
+]
+
+
+def use_partitions(partitions: int, dask_address: str | None) -> None:
+    """Hand the compute layout to the compute stage (read in ``flows.settings.compute_partitions``)."""
+    if partitions < 1:
+        fail("--partitions must be at least 1")
+    os.environ["MARGIN_PARTITIONS"] = str(partitions)
+    if dask_address:
+        os.environ["MARGIN_DASK_ADDRESS"] = dask_address
+
+
 LockTimeoutOption = Annotated[
     Optional[float],
     typer.Option(
@@ -150,6 +180,8 @@ def run(
     strict: Annotated[bool, typer.Option("--strict", help="Fail the run if any row is quarantined.")] = False,
     summary: Annotated[bool, typer.Option("--summary/--no-summary", help="Print the day's headline figures.")] = True,
     lock_timeout: LockTimeoutOption = None,
+    partitions: PartitionsOption = 1,
+    dask_address: DaskOption = None,
 ) -> None:
     """Run the end-of-day flow for one date; exit 0 on success, 1 with a one-line reason on failure.
 
@@ -161,6 +193,7 @@ def run(
     from flows.eod import RunFailed
 
     as_of = parse_date(date)
+    use_partitions(partitions, dask_address)
     try:
         if eod.use_prefect():
             eod.eod_margin(as_of.isoformat(), str(inputs), str(db), strict, lock_timeout=lock_timeout)
@@ -180,10 +213,13 @@ def backfill(
     db: DbOption = DEFAULT_DB,
     strict: Annotated[bool, typer.Option("--strict", help="Fail a date if any row is quarantined.")] = False,
     lock_timeout: LockTimeoutOption = None,
+    partitions: PartitionsOption = 1,
+    dask_address: DaskOption = None,
 ) -> None:
     """Run every business date from --start to --end (inclusive) that has inputs, in order; a failed date
     is reported and the rest continue (exit 1 if any failed)."""
     first, last = parse_date(start, "--start"), parse_date(end, "--end")
+    use_partitions(partitions, dask_address)
     if last < first:
         fail("--end is before --start")
     outcome = _run_backfill(first, last, inputs, db, strict, lock_timeout)

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import Optional
 from zoneinfo import ZoneInfo
 
-from flows.settings import DEFAULT_DB, DEFAULT_INPUTS, PROJECT_ROOT, configure_prefect, results_dir_for
+from flows.settings import (
+    DEFAULT_DB, DEFAULT_INPUTS, PROJECT_ROOT, compute_partitions, configure_prefect, results_dir_for,
+)
 
 import duckdb
 import polars as pl
@@ -131,7 +133,15 @@ def _load_inputs_step(inputs_root: str, as_of: dt.date) -> LoadedInputs:
 
 @_prefect("task", "compute_margin_task", name="compute margin")
 def _compute_margin_step(loaded: LoadedInputs) -> MarginResults:
-    return compute_margin(loaded.margin_inputs)
+    partitions, dask_address = compute_partitions()
+    if partitions == 1 and not dask_address:
+        return compute_margin(loaded.margin_inputs)
+    from flows import partitioned
+
+    if dask_address:
+        address = None if dask_address == "local" else dask_address
+        return partitioned.compute_margin_on_dask(loaded.margin_inputs, max(partitions, 2), address=address)
+    return partitioned.compute_margin_partitioned(loaded.margin_inputs, partitions)
 
 
 @_prefect("task", "save_results_task", name="save results", **IO_RETRIES)

@@ -17,6 +17,15 @@ DEFAULT_INPUTS = Path(os.environ.get("MARGIN_INPUTS", DATA_DIR / "inputs"))
 DEFAULT_DB = Path(os.environ.get("MARGIN_DB", DATA_DIR / "warehouse.duckdb"))
 
 
+def compute_partitions() -> tuple[int, str | None]:
+    """How the compute stage runs: ``MARGIN_PARTITIONS`` margin-group partitions (1 = one
+    pass over the whole book) and ``MARGIN_DASK_ADDRESS`` (a Dask scheduler such as
+    ``tcp://scheduler:8786`` runs the partitions as Prefect tasks on that cluster;
+    ``local`` starts a 2-worker local cluster; unset runs them one after the other here)."""
+    partitions = int(os.environ.get("MARGIN_PARTITIONS", "1") or 1)
+    return max(partitions, 1), os.environ.get("MARGIN_DASK_ADDRESS") or None
+
+
 def results_dir_for(db_path: Path) -> Path:
     """Durable per-date Parquet results live beside the warehouse: ``<db>.results/date=D/``."""
     return db_path.with_name(db_path.name + ".results")

@@ -57,3 +57,22 @@ def test_margin_run_publishes_expected_book(book, prefect_api, example_inputs, t
     row_counts = json.loads(runs["row_counts"][0])
     assert row_counts == expected["counts"]
     assert len(json.loads(runs["input_checksums"][0])) == 11
+
+
+def test_margin_run_in_margin_group_partitions_publishes_the_same_book(prefect_api, example_inputs, tmp_path):
+    """`--partitions 3`: the compute split by margin group gives the expected tables."""
+    book = "book_b_40_accounts_custom_grid"
+    expected = load_expected(book)
+    db = tmp_path / "warehouse.duckdb"
+    result = margin_cli("run", "--date", expected["as_of_date"], "--inputs", str(example_inputs(book)),
+                        "--db", str(db), "--partitions", "3", "--no-summary")
+    assert result.returncode == 0, result.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        problems = []
+        for table in TABLE_KEYS:
+            problems += table_mismatches(table, expected[table], con.sql(f"SELECT * FROM {table}").pl())
+        problems += quarantine_mismatches(expected["quarantine"], con.sql("SELECT * FROM quarantine").pl())
+    finally:
+        con.close()
+    assert problems == []
