@@ -35,21 +35,12 @@ from pathlib import Path
 import polars as pl
 
 from transforms import validation
-from transforms.pipeline import RESULT_TABLES, MarginInputs, MarginResults, compute_margin
+from transforms.pipeline import RESULT_TABLES, SORT_KEYS, MarginInputs, MarginResults, compute_margin
 
 SHARED_TABLES = ("prices", "fx_rates", "instruments")
 PARTITIONED_TABLES = ("positions", "collateral", "accounts")
 #: The large daily tables, streamed from their files into partitions by ``compute_margin_from_files``.
 STREAMED_TABLES = ("positions", "collateral")
-#: Same order as ``compute_margin``'s output.
-SORT_KEYS = {
-    "position_margin": ["account_id", "instrument_id"],
-    "underlying_risk": ["account_id", "underlying"],
-    "collateral_valuation": ["account_id", "asset"],
-    "account_margin": ["account_id"],
-    "group_margin": ["margin_group"],
-    "quarantine": ["source_table", "reason", "row_json"],
-}
 PARTITION_SEED = 20_261_116
 
 
