@@ -45,6 +45,10 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
 }
 OPTIONAL_COLUMNS = {("positions", "source"), ("accounts", "lei")}
 POLARS_TYPES = {STR: pl.String, F64: pl.Float64, I32: pl.Int32, DATE: pl.Date}
+#: The same contracts as Polars dtypes (for writers of input files: the generator, tests).
+CONTRACT_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    table: {column: POLARS_TYPES[kind] for column, kind in columns.items()} for table, columns in TABLE_SCHEMAS.items()
+}
 POLICY_DEFAULTS = {
     "maintenance_ratio": 0.75,
     "vol_floor": 0.01,

@@ -11,14 +11,10 @@ from pathlib import Path
 
 import polars as pl
 
+from transforms.pipeline import SORT_KEYS
+
 EXAMPLES_DIR = Path(__file__).parent / "data" / "examples"
-TABLE_KEYS = {
-    "position_margin": ["account_id", "instrument_id"],
-    "underlying_risk": ["account_id", "underlying"],
-    "collateral_valuation": ["account_id", "asset"],
-    "account_margin": ["account_id"],
-    "group_margin": ["margin_group"],
-}
+TABLE_KEYS = {table: key for table, key in SORT_KEYS.items() if table != "quarantine"}
 
 
 def load_expected(book: str) -> dict:

@@ -14,6 +14,7 @@ from stdnum import lei as stdnum_lei
 
 from flows import generate as gen
 from flows import reference_defaults as refdef
+from flows.loading import CONTRACT_SCHEMAS
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
 EXAMPLE_SCENARIOS = (
@@ -26,27 +27,7 @@ N = 50
 SEED = 7
 INPUT_FILES = ("positions", "prices", "collateral", "fx_rates", "instruments")
 
-SCHEMAS = {
-    "positions": {"account_id": pl.String, "instrument_id": pl.String, "quantity": pl.Float64, "source": pl.String},
-    "prices": {"instrument_id": pl.String, "price": pl.Float64, "implied_vol": pl.Float64},
-    "collateral": {"account_id": pl.String, "asset": pl.String, "amount": pl.Float64},
-    "fx_rates": {"currency": pl.String, "usd_rate": pl.Float64},
-    "instruments": {
-        "instrument_id": pl.String, "kind": pl.String, "underlying": pl.String, "currency": pl.String,
-        "multiplier": pl.Float64, "expiry": pl.Date, "strike": pl.Float64, "option_type": pl.String,
-    },
-    "accounts": {"account_id": pl.String, "margin_group": pl.String, "margin_mode": pl.String, "lei": pl.String},
-    "haircuts": {"asset": pl.String, "tier_start_usd": pl.Float64, "haircut": pl.Float64},
-    "risk_params": {
-        "underlying": pl.String, "price_scan": pl.Float64, "vol_scan": pl.Float64, "im_rate": pl.Float64,
-        "spread_rate": pl.Float64, "short_option_min_rate": pl.Float64,
-    },
-    "scenarios": {"scenario_id": pl.Int32, "price_move": pl.Float64, "vol_move": pl.Float64, "cover": pl.Float64},
-    "offsets": {
-        "priority": pl.Int32, "underlying_a": pl.String, "underlying_b": pl.String, "ratio_a": pl.Float64,
-        "ratio_b": pl.Float64, "credit_rate": pl.Float64,
-    },
-}
+SCHEMAS = CONTRACT_SCHEMAS  # SPEC §2 column types, defined once in flows/loading.py
 
 
 @pytest.fixture(scope="module")
