@@ -33,6 +33,11 @@ class ReportError(RuntimeError):
     """The report cannot be made (no results for the date)."""
 
 
+def status_colour(field: str):
+    """Colour encoding of a margin status column with the desk's fixed status colours."""
+    return alt.Color(f"{field}:N", scale=alt.Scale(domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values())))
+
+
 def report_data(db: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
     """Every report query of ``sql/reports/`` for ``as_of``, by name."""
     with open_warehouse(db, read_only=True) as con:
@@ -114,8 +119,7 @@ def charts(data: dict[str, pl.DataFrame]) -> dict[str, str]:
             .encode(
                 y=alt.Y("kind:N", title=None),
                 x=alt.X("accounts:Q", title="accounts"),
-                color=alt.Color("status:N", scale=alt.Scale(
-                    domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values()))),
+                color=status_colour("status"),
                 order=alt.Order("status:N"),
             )
             .properties(width=CHART_WIDTH, height=110, title="Accounts by status")
@@ -128,8 +132,7 @@ def charts(data: dict[str, pl.DataFrame]) -> dict[str, str]:
             .encode(
                 y=alt.Y("account_id:N", sort="-x", title=None),
                 x=alt.X("binding_deficit:Q", title="USD to restore initial margin (binding book)"),
-                color=alt.Color("binding_status:N", scale=alt.Scale(
-                    domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values()))),
+                color=status_colour("binding_status"),
             )
             .properties(width=CHART_WIDTH, height=max(60, 18 * deficits.height), title="Largest deficits")
         )

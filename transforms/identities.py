@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from transforms.account_health import effective_im
 from transforms.pipeline import SORT_KEYS
 
 TOLERANCE = 1e-6
@@ -61,12 +62,9 @@ def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -
     over = joined.filter(pl.col("haircut") > pl.col("positive_value") * (1 + TOLERANCE) + TOLERANCE)
     if over.height:
         problems.append(f"Σ haircut_usd > Σ positive value_usd for {over.height} accounts")
-    mode_figure = (
-        pl.when(pl.col("margin_mode") == "isolated").then(pl.col("gross_im"))
-        .when(pl.col("margin_mode") == "cross").then(pl.col("net_im"))
-        .when(pl.col("margin_mode") == "portfolio").then(pl.col("portfolio_im"))
-        .otherwise(pl.max_horizontal("gross_im", "net_im", "portfolio_im"))
-    )
+    # The published im must equal the figure its (published) mode selects: catches a
+    # mode or figure lost or shifted between the account plan and the output table.
+    mode_figure = effective_im()
     wrong_im = accounts.filter((pl.col("im") - mode_figure).abs() > TOLERANCE * pl.max_horizontal(pl.col("im").abs(), 1.0))
     if wrong_im.height:
         problems.append(f"im differs from its mode's figure for {wrong_im.height} accounts")
