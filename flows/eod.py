@@ -7,6 +7,7 @@ I/O tasks retry.  Every flow parameter is a plain JSON-able value.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -31,6 +32,7 @@ from flows.loading import LoadedInputs, StructuralError, load_inputs
 from flows.progress import StageTimer, say
 from flows.warehouse import fault_point
 from transforms.identities import identity_violations
+from flows.partitioned import StoredResults
 from transforms.pipeline import MarginResults, compute_margin
 
 # Prefect is imported only when a task or flow is first used (``prefect_objects``):
@@ -127,31 +129,58 @@ IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn"
 
 
 @_prefect("task", "load_inputs_task", name="load inputs", **IO_RETRIES)
-def _load_inputs_step(inputs_root: str, as_of: dt.date) -> LoadedInputs:
-    return load_inputs(Path(inputs_root), as_of)
+def _load_inputs_step(inputs_root: str, as_of: dt.date, streamed: bool = False) -> LoadedInputs:
+    # A partitioned run streams positions and collateral from their files (never read whole).
+    from flows.partitioned import STREAMED_TABLES
+
+    return load_inputs(Path(inputs_root), as_of, scan=STREAMED_TABLES if streamed else ())
 
 
 @_prefect("task", "compute_margin_task", name="compute margin")
-def _compute_margin_step(loaded: LoadedInputs) -> MarginResults:
-    partitions, dask_address = compute_partitions()
-    if partitions == 1 and not dask_address:
+def _compute_margin_step(loaded: LoadedInputs, scratch: str | None = None) -> MarginResults | StoredResults:
+    """The whole book in memory, or (with ``scratch``: ``MARGIN_PARTITIONS`` > 1 or a Dask
+    address) margin-group partitions whose result tables are written under ``scratch``."""
+    if scratch is None:
         return compute_margin(loaded.margin_inputs)
     from flows import partitioned
 
+    partitions, dask_address = compute_partitions()
+    runner = partitioned.run_in_process
     if dask_address:
-        address = None if dask_address == "local" else dask_address
-        return partitioned.compute_margin_on_dask(loaded.margin_inputs, max(partitions, 2), address=address)
-    return partitioned.compute_margin_partitioned(loaded.margin_inputs, partitions)
+        runner = partitioned.on_dask(address=None if dask_address == "local" else dask_address)
+        partitions = max(partitions, 2)
+    return partitioned.compute_margin_to_files(loaded.margin_inputs, partitions, Path(scratch), runner)
 
 
 @_prefect("task", "save_results_task", name="save results", **IO_RETRIES)
-def _save_results_step(db: str, as_of: dt.date, run_id: str, results: MarginResults, record: dict) -> str:
+def _save_results_step(db: str, as_of: dt.date, run_id: str, results: MarginResults | StoredResults,
+                       record: dict) -> str:
     return str(results_store.save_results(results_dir_for(Path(db)), as_of, run_id, results.tables, record))
 
 
 @_prefect("task", "publish_task", name="publish", **IO_RETRIES)
-def _publish_step(db: str, as_of: dt.date, run_id: str, tables: dict, record: dict, lock_timeout: float | None) -> None:
+def _publish_step(db: str, as_of: dt.date, run_id: str, saved: str, record: dict, lock_timeout: float | None) -> None:
+    """Load the saved Parquet of the date (``saved``) into the warehouse in one transaction."""
+    tables = results_store.table_files(Path(saved))
     warehouse.publish_date(Path(db), as_of, run_id, tables, record, lock_timeout=lock_timeout)
+
+
+def _row_counts(results: MarginResults | StoredResults) -> dict[str, int]:
+    if isinstance(results, StoredResults):
+        return dict(results.rows)
+    return {name: frame.height for name, frame in results.tables.items()}
+
+
+def _identity_problems(results: MarginResults | StoredResults) -> list[str]:
+    if isinstance(results, StoredResults):  # checked by each partition, and the day's counts
+        return results.problems
+    return identity_violations(results.tables, results.counts)
+
+
+def _quarantine_reasons(results: MarginResults | StoredResults) -> pl.DataFrame:
+    if isinstance(results, StoredResults):
+        return results.quarantine_reasons()
+    return results.tables["quarantine"].group_by("reason").len().sort("reason")
 
 
 def run_end_of_day(
@@ -193,49 +222,61 @@ def run_end_of_day(
     except OSError as error:
         raise RunFailed(f"cannot write the run log beside the warehouse {db}: {_one_line(error)}") from error
     stage = "load"
+    partitions, dask_address = compute_partitions()
+    partitioned_run = partitions > 1 or bool(dask_address)
+    if partitioned_run:
+        record["parameters"].update({"partitions": partitions, "dask_address": dask_address})
     try:
-        with timer.stage("load") as note:
-            loaded = call(_load_inputs_step, str(inputs), as_of)
-            note["note"] = f"{len(loaded.files)} files"
-        fault_point("load")
-        record["input_checksums"] = loaded.checksums
-        record["parameters"].update(
-            {k: loaded.policy[k] for k in ("maintenance_ratio", "vol_floor", "reporting_lei", "collateralisation_category")}
-        )
-        record["parameters"]["files"] = loaded.files
-        stage = "compute"
-        with timer.stage("compute") as note:
-            results = call(_compute_margin_step, loaded)
-            counts = {r["table"]: {k: r[k] for k in ("read", "used", "quarantined")} for r in results.counts.to_dicts()}
-            note["note"] = (
-                f"{counts['positions']['read']:,} position rows, {results.tables['account_margin'].height:,} accounts, "
-                f"{results.tables['quarantine'].height:,} quarantined"
+        with contextlib.ExitStack() as scratch_stack:
+            scratch = (
+                str(scratch_stack.enter_context(results_store.scratch_folder(results_dir_for(db), as_of, run_id)))
+                if partitioned_run else None
             )
-        fault_point("compute")
-        record["row_counts"] = counts
-        record["warnings"] = warnings_summary(results.warnings)
-        stage = "check"
-        with timer.stage("check"):
-            problems = identity_violations(results.tables, results.counts)
-        if problems:
-            raise RunFailed("identity check failed: " + "; ".join(problems[:3]))
-        quarantined = results.tables["quarantine"].height
-        if strict and quarantined:
-            reasons = results.tables["quarantine"].group_by("reason").len().sort("reason")
-            detail = ", ".join(f"{r}={n}" for r, n in reasons.iter_rows())
-            raise RunFailed(f"--strict: {quarantined} rows quarantined ({detail})")
-        record["status"] = "succeeded"
-        result_rows = sum(frame.height for frame in results.tables.values())
-        stage = "save"
-        with timer.stage("save") as note:
-            record["finished_at"] = _utcnow().isoformat()
-            call(_save_results_step, str(db), as_of, run_id, results, _final(record))
-            note["note"] = f"{result_rows:,} rows in {len(results.tables)} Parquet files"
+            with timer.stage("load") as note:
+                loaded = call(_load_inputs_step, str(inputs), as_of, partitioned_run)
+                note["note"] = f"{len(loaded.files)} files"
+            fault_point("load")
+            record["input_checksums"] = loaded.checksums
+            record["parameters"].update(
+                {k: loaded.policy[k] for k in ("maintenance_ratio", "vol_floor", "reporting_lei", "collateralisation_category")}
+            )
+            record["parameters"]["files"] = loaded.files
+            stage = "compute"
+            with timer.stage("compute") as note:
+                results = call(_compute_margin_step, loaded, scratch)
+                del loaded  # a partitioned run holds no day-sized frame from here on
+                counts = {r["table"]: {k: r[k] for k in ("read", "used", "quarantined")} for r in results.counts.to_dicts()}
+                result_rows = _row_counts(results)
+                note["note"] = (
+                    f"{counts['positions']['read']:,} position rows, {result_rows['account_margin']:,} accounts, "
+                    f"{result_rows['quarantine']:,} quarantined"
+                    + (f", {partitions} partitions" if partitioned_run else "")
+                )
+            fault_point("compute")
+            record["row_counts"] = counts
+            record["warnings"] = warnings_summary(results.warnings)
+            stage = "check"
+            with timer.stage("check"):
+                problems = _identity_problems(results)
+            if problems:
+                raise RunFailed("identity check failed: " + "; ".join(problems[:3]))
+            quarantined = result_rows["quarantine"]
+            if strict and quarantined:
+                detail = ", ".join(f"{r}={n}" for r, n in _quarantine_reasons(results).iter_rows())
+                raise RunFailed(f"--strict: {quarantined} rows quarantined ({detail})")
+            record["status"] = "succeeded"
+            total_rows = sum(result_rows.values())
+            stage = "save"
+            with timer.stage("save") as note:
+                record["finished_at"] = _utcnow().isoformat()
+                saved = call(_save_results_step, str(db), as_of, run_id, results, _final(record))
+                note["note"] = f"{total_rows:,} rows in {len(results.tables)} Parquet tables"
+            del results
         stage = "publish"
         with timer.stage("publish") as note:
             record["finished_at"] = _utcnow().isoformat()
-            call(_publish_step, str(db), as_of, run_id, results.tables, _final(record), lock_timeout)
-            note["note"] = f"{result_rows:,} rows → {db}"
+            call(_publish_step, str(db), as_of, run_id, saved, _final(record), lock_timeout)
+            note["note"] = f"{total_rows:,} rows → {db}"
         record["timings"]["total"] = round(timer.total, 4)
         say(f"[green]{as_of} published[/green] run {run_id} in {timer.total:.2f}s")
         return _final(record)

@@ -14,32 +14,37 @@ quarantined for the same reason as in the single-process run: unknown_instrument
 missing_price, missing_fx).  Methodology tables are passed through unchanged.
 
 Partitions run in-process (``compute_margin_partitioned``) or as Prefect tasks on a
-Dask cluster (``compute_margin_on_dask``) through prefect-dask's ``DaskTaskRunner``:
+Dask cluster (``compute_margin_to_files(..., run_partitions=on_dask(...))``) through prefect-dask's ``DaskTaskRunner``:
 a temporary local cluster (``workers=N``) or an existing one (``address="tcp://…:8786"``).
 
-For a book larger than memory, ``compute_margin_from_files`` never holds the positions
-and collateral of the whole day: one streaming pass per table writes them into one
-Parquet file per partition (``spill_dir``), and each partition reads only its own file,
-so peak memory is bounded by the largest partition (plus the accounts table and the
-merged results).
+The production path (``margin run --partitions N``, ``compute_margin_to_files``) never
+holds the positions and collateral of the whole day: they come as lazy scans of their
+files, one streaming pass per table writes them into one Parquet file per partition,
+and each partition reads only its own.  Nor does it hold the day's *results*: each partition checks its own identities and writes its
+result tables as Parquet (``<out>/<table>/part-NNNNN.parquet``) before the next one
+starts, only the small figures (counts, warnings, row counts, violations) come back, and
+the save and publish stages take the files (``flows.results_store``, ``flows.warehouse``).
+Peak memory is then one partition's, whatever the size of the day.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import tempfile
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
 
+from flows.progress import say
+from flows.results_store import write_durably
 from transforms import validation
+from transforms.identities import identity_violations
 from transforms.pipeline import RESULT_TABLES, SORT_KEYS, MarginInputs, MarginResults, compute_margin
 
 SHARED_TABLES = ("prices", "fx_rates", "instruments")
 PARTITIONED_TABLES = ("positions", "collateral", "accounts")
-#: The large daily tables, streamed from their files into partitions by ``compute_margin_from_files``.
+#: The large daily tables, streamed from their files into partitions by ``compute_margin_to_files``.
 STREAMED_TABLES = ("positions", "collateral")
 PARTITION_SEED = 20_261_116
 
@@ -147,6 +152,23 @@ def spill_partitions(rows: pl.LazyFrame, keys: pl.LazyFrame, partitions: int, fo
     }
 
 
+def merge_counts(shared: SharedTables, part_counts: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Rows read / used / quarantined per input table for the whole day: the partitioned
+    tables summed over partitions, the shared tables counted once, in ``compute_margin``'s order."""
+    partitioned = pl.concat(part_counts).filter(pl.col("table").is_in(PARTITIONED_TABLES)).group_by(
+        "table", maintain_order=True).agg(pl.col("read", "used", "quarantined").sum())
+    methodology = part_counts[0].filter(~pl.col("table").is_in([*PARTITIONED_TABLES, *SHARED_TABLES]))
+    order = part_counts[0].select("table").with_row_index("position")
+    return (
+        pl.concat([partitioned, shared.counts, methodology])
+        .join(order, on="table", how="left").sort("position").drop("position")
+    )
+
+
+def merge_warnings(part_warnings: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    return pl.concat(part_warnings).sort("code", "account_id", nulls_last=True)
+
+
 def merge_results(shared: SharedTables, parts: Sequence[MarginResults]) -> MarginResults:
     """One ``MarginResults`` as ``compute_margin`` would give for the whole book."""
     tables = {}
@@ -156,17 +178,12 @@ def merge_results(shared: SharedTables, parts: Sequence[MarginResults]) -> Margi
             frames = [f.filter(pl.col("source_table").is_in(PARTITIONED_TABLES)) for f in frames]
             frames.append(shared.quarantine)
         tables[name] = pl.concat(frames, how="vertical_relaxed").sort(SORT_KEYS[name])
-    per_partition = pl.concat([p.counts for p in parts])
-    partitioned = per_partition.filter(pl.col("table").is_in(PARTITIONED_TABLES)).group_by(
-        "table", maintain_order=True).agg(pl.col("read", "used", "quarantined").sum())
-    methodology = parts[0].counts.filter(~pl.col("table").is_in([*PARTITIONED_TABLES, *SHARED_TABLES]))
-    order = parts[0].counts.select("table").with_row_index("position")
-    counts = (
-        pl.concat([partitioned, shared.counts, methodology])
-        .join(order, on="table", how="left").sort("position").drop("position")
+    return MarginResults(
+        tables=tables,
+        counts=merge_counts(shared, [p.counts for p in parts]),
+        warnings=merge_warnings([p.warnings for p in parts]),
+        scenario_ids=parts[0].scenario_ids,
     )
-    warnings = pl.concat([p.warnings for p in parts]).sort("code", "account_id", nulls_last=True)
-    return MarginResults(tables=tables, counts=counts, warnings=warnings, scenario_ids=parts[0].scenario_ids)
 
 
 def compute_margin_partitioned(
@@ -185,24 +202,149 @@ def compute_margin_partitioned(
     return merge_results(shared, results)
 
 
-def compute_margin_from_files(
-    inputs_root: Path,
-    as_of: dt.date,
-    partitions: int,
-    spill_dir: Path | None = None,
-    run_partitions: Callable[[list[MarginInputs]], list[MarginResults]] | None = None,
-) -> MarginResults:
-    """``compute_margin_partitioned`` straight from the day's files, memory-bounded: positions
-    and collateral are never read whole (``flows.loading.load_inputs(..., scan=...)``), but
-    streamed into one file per partition under ``spill_dir`` (a temporary folder by default,
-    removed afterwards; on a real cluster, a folder every worker can read)."""
-    from flows.loading import load_inputs
+PART_FILE = "part-{index:05d}.parquet"
+SHARED_PART_FILE = "part-shared.parquet"
 
-    inputs = load_inputs(inputs_root, as_of, scan=STREAMED_TABLES).margin_inputs
-    with tempfile.TemporaryDirectory(prefix="margin-partitions-", dir=spill_dir) as scratch:
-        shared, parts = split_inputs(inputs, partitions, spill_dir=Path(scratch))
-        results = run_partitions(parts) if run_partitions else [compute_margin(p) for p in parts]
-    return merge_results(shared, results)
+
+@dataclasses.dataclass
+class PartitionOutcome:
+    """What a partition sends back once its result tables are on disk: small figures only."""
+
+    index: int
+    rows: dict[str, int]  # result table → rows written
+    quarantined: dict[str, int]  # input table → rows in this partition's quarantine
+    counts: pl.DataFrame
+    warnings: pl.DataFrame
+    problems: list[str]  # identity violations within the partition
+    scenario_ids: list[int]
+
+
+@dataclasses.dataclass
+class StoredResults:
+    """A day's results as Parquet files, one per partition and table (``tables``: table →
+    files), with the figures the run record needs in memory.  ``problems`` are the
+    identity violations (each partition's, and the day's row-count identities)."""
+
+    tables: dict[str, list[Path]]
+    rows: dict[str, int]
+    counts: pl.DataFrame
+    warnings: pl.DataFrame
+    problems: list[str]
+    scenario_ids: list[int]
+
+    def quarantine_reasons(self) -> pl.DataFrame:
+        """``reason``, ``len``: quarantined rows per reason (read from the files)."""
+        return pl.scan_parquet(self.tables["quarantine"]).group_by("reason").len().sort("reason").collect()
+
+    def collect(self) -> MarginResults:
+        """The whole day in memory, each table sorted by its key (for small books and tests)."""
+        tables = {name: pl.read_parquet(files).sort(SORT_KEYS[name]) for name, files in self.tables.items()}
+        return MarginResults(tables=tables, counts=self.counts, warnings=self.warnings,
+                             scenario_ids=self.scenario_ids)
+
+
+def compute_partition_to_files(partition: MarginInputs, index: int, out_dir: Path) -> PartitionOutcome:
+    """``compute_margin`` of one partition, its identities checked, its tables written to
+    ``out_dir/<table>/part-<index>.parquet`` (fsynced); the frames are then dropped."""
+    results = compute_margin(partition)
+    problems = [f"partition {index}: {p}" for p in identity_violations(results.tables, results.counts)]
+    rows = {}
+    for table in RESULT_TABLES:
+        frame = results.tables[table]
+        if table == "quarantine":  # the shared tables' quarantine is written once, by the caller
+            frame = frame.filter(pl.col("source_table").is_in(PARTITIONED_TABLES))
+        path = Path(out_dir) / table / PART_FILE.format(index=index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_durably(frame, path)
+        rows[table] = frame.height
+    by_table = results.tables["quarantine"].group_by("source_table").len()
+    return PartitionOutcome(
+        index=index,
+        rows=rows,
+        quarantined=dict(zip(by_table["source_table"].to_list(), by_table["len"].to_list())),
+        counts=results.counts,
+        warnings=results.warnings,
+        problems=problems,
+        scenario_ids=results.scenario_ids,
+    )
+
+
+def count_violations(counts: pl.DataFrame, quarantined: dict[str, int]) -> list[str]:
+    """The day's row-count identities: read = used + quarantined per input table, and the
+    quarantine rows written per table equal the quarantined count."""
+    problems = []
+    for row in counts.iter_rows(named=True):
+        if row["read"] != row["used"] + row["quarantined"]:
+            problems.append(f"{row['table']}: read {row['read']} != used {row['used']} + quarantined {row['quarantined']}")
+        if quarantined.get(row["table"], 0) != row["quarantined"]:
+            problems.append(
+                f"{row['table']}: {quarantined.get(row['table'], 0)} quarantine rows, counted {row['quarantined']}"
+            )
+    return problems
+
+
+#: Maps [(index, partition inputs)] to their outcomes (in process, or on a Dask cluster).
+PartitionRunner = Callable[[list[tuple[int, MarginInputs]], Path], list[PartitionOutcome]]
+
+
+def run_in_process(parts: list[tuple[int, MarginInputs]], out_dir: Path) -> list[PartitionOutcome]:
+    """One partition after the other in this process (peak memory: the largest partition)."""
+    outcomes = []
+    for done, (index, part) in enumerate(parts, start=1):
+        outcome = compute_partition_to_files(part, index, out_dir)
+        say(f"[dim]  partition {done}/{len(parts)}: {outcome.rows['account_margin']:,} accounts, "
+            f"{outcome.rows['position_margin']:,} positions[/dim]")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def compute_margin_to_files(
+    inputs: MarginInputs,
+    partitions: int,
+    out_dir: Path,
+    run_partitions: PartitionRunner = run_in_process,
+) -> StoredResults:
+    """The day by margin-group partitions, results written as files under ``out_dir``.
+
+    Positions and collateral (lazy scans from ``load_inputs(..., scan=STREAMED_TABLES)``,
+    or frames) are streamed once into per-partition files under ``out_dir/.spill`` (removed
+    afterwards), so neither the inputs nor the results of the whole day are ever in memory.
+    On a real cluster ``out_dir`` must be a folder every worker can read and write.
+    """
+    out_dir = Path(out_dir)
+    spill = out_dir / ".spill"
+    try:
+        shared, parts = split_inputs(inputs, partitions, spill_dir=spill)
+        # Empty partitions still run: their (empty) counts and tables keep the merge uniform.
+        outcomes = sorted(run_partitions(list(enumerate(parts)), out_dir), key=lambda o: o.index)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    shared_path = out_dir / "quarantine" / SHARED_PART_FILE
+    shared_path.parent.mkdir(parents=True, exist_ok=True)
+    write_durably(shared.quarantine, shared_path)
+    counts = merge_counts(shared, [o.counts for o in outcomes])
+    quarantined: dict[str, int] = {}
+    for outcome in outcomes:
+        for table, n in outcome.quarantined.items():
+            if table in PARTITIONED_TABLES:
+                quarantined[table] = quarantined.get(table, 0) + n
+    for table, n in shared.quarantine.group_by("source_table").len().iter_rows():
+        quarantined[table] = quarantined.get(table, 0) + n
+    rows = {table: sum(o.rows[table] for o in outcomes) for table in RESULT_TABLES}
+    rows["quarantine"] += shared.quarantine.height
+    tables = {
+        table: [out_dir / table / PART_FILE.format(index=o.index) for o in outcomes]
+        + ([shared_path] if table == "quarantine" else [])
+        for table in RESULT_TABLES
+    }
+    return StoredResults(
+        tables=tables,
+        rows=rows,
+        counts=counts,
+        warnings=merge_warnings([o.warnings for o in outcomes]),
+        problems=[p for o in outcomes for p in o.problems] + count_violations(counts, quarantined),
+        scenario_ids=outcomes[0].scenario_ids,
+    )
 
 
 def dask_task_runner(address: str | None = None, workers: int = 2, processes: bool = True):
@@ -227,25 +369,25 @@ def _margin_partition_task():
     from prefect.cache_policies import NONE as NO_CACHE
 
     @task(name="margin partition", cache_policy=NO_CACHE)
-    def margin_partition(partition: MarginInputs) -> MarginResults:
-        return compute_margin(partition)
+    def margin_partition(partition: MarginInputs, index: int, out_dir: str) -> PartitionOutcome:
+        return compute_partition_to_files(partition, index, Path(out_dir))
 
     return margin_partition
 
 
-def compute_margin_on_dask(
-    inputs: MarginInputs,
-    partitions: int,
-    address: str | None = None,
-    workers: int = 2,
-    processes: bool = True,
-) -> MarginResults:
-    """``compute_margin_partitioned`` with each partition a Prefect task on a Dask cluster."""
+def on_dask(address: str | None = None, workers: int = 2, processes: bool = True) -> PartitionRunner:
+    """A ``PartitionRunner`` submitting each partition as a Prefect task (``margin partition``)
+    to a Dask cluster: the one at ``address``, or a temporary local one of ``workers``.
+    Only the partition's file paths travel to the workers (its inputs are lazy scans of
+    the spill files) and only its small ``PartitionOutcome`` travels back."""
     margin_partition = _margin_partition_task()
 
-    def on_dask(parts: list[MarginInputs]) -> list[MarginResults]:
+    def run(parts: list[tuple[int, MarginInputs]], out_dir: Path) -> list[PartitionOutcome]:
         with dask_task_runner(address, workers, processes) as runner:
-            futures = [runner.submit(margin_partition, parameters={"partition": part}) for part in parts]
+            futures = [
+                runner.submit(margin_partition, parameters={"partition": part, "index": index, "out_dir": str(out_dir)})
+                for index, part in parts
+            ]
             return [future.result() for future in futures]
 
-    return compute_margin_partitioned(inputs, partitions, on_dask)
+    return run

@@ -1,7 +1,9 @@
 """Durable per-date results: Parquet files written before the warehouse load.
 
 Layout: ``<db>.results/date=YYYY-MM-DD/<table>.parquet`` plus ``run.json`` (the run
-record of the run that produced them).  A date's folder is replaced by renaming a
+record of the run that produced them); a partitioned run (``margin run --partitions N``)
+saves ``<table>/part-NNNNN.parquet`` instead, one file per partition, written while it
+computed (``scratch_folder``) and moved into place here.  A date's folder is replaced by renaming a
 complete staging folder into place, so a reader sees the old set or the new set.  A
 process killed between the two renames leaves ``date=D.retired-<run>`` (the previous
 complete set, which ``load_results`` falls back to) and the next save cleans it up.
@@ -15,6 +17,8 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -52,8 +56,12 @@ def _held_by_a_live_run(staging: Path) -> bool:
         return False
 
 
+#: LZ4 writes the 10M-row day's 525 MB of results in 3.0 s where zstd takes 5.9 s (711 MB).
+COMPRESSION = "lz4"
+
+
 def write_durably(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` as Parquet and fsync it.
+    """Write ``frame`` as Parquet (LZ4) and fsync it.
 
     Polars reports a failed file write as an opaque Parquet error ("Invalid thrift:
     transport error"); when that happens the file is written once more from memory with
@@ -61,28 +69,56 @@ def write_durably(frame: pl.DataFrame, path: Path) -> None:
     ``OSError`` ("No space left on device", "File too large", "Permission denied").
     """
     try:
-        frame.write_parquet(path, statistics=False)
+        frame.write_parquet(path, compression=COMPRESSION, statistics=False)
     except OSError:
         raise
     except Exception:
         buffer = io.BytesIO()
-        frame.write_parquet(buffer, statistics=False)
+        frame.write_parquet(buffer, compression=COMPRESSION, statistics=False)
         with open(path, "wb") as handle:
             handle.write(buffer.getbuffer())
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
 
 
-def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[str, pl.DataFrame],
+@contextmanager
+def scratch_folder(results_dir: Path, as_of: dt.date, run_id: str) -> Iterator[Path]:
+    """A folder beside the date's results where a partitioned run writes its part files
+    (``date=D.partial-<run>``), locked like a staging folder so a concurrent save does not
+    clear it; removed on exit (``save_results`` has moved the files it keeps)."""
+    folder = date_dir(results_dir, as_of).with_name(f"date={as_of.isoformat()}.partial-{run_id}")
+    folder.mkdir(parents=True, exist_ok=False)
+    try:
+        with open(folder / STAGING_LOCK, "wb") as writer_lock:
+            fcntl.flock(writer_lock.fileno(), fcntl.LOCK_EX)
+            yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+#: A result table as a frame, or as Parquet part files already written (a partitioned run).
+TableSource = pl.DataFrame | Sequence[Path]
+
+
+def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[str, TableSource],
                  run_record: dict) -> Path:
-    """Write every result table for ``as_of`` and swap the folder into place atomically."""
+    """Write every result table for ``as_of`` and swap the folder into place atomically.
+
+    A table given as part files is moved (same file system, no copy) into ``<table>/``."""
     final = date_dir(results_dir, as_of)
     staging = final.with_name(f"{final.name}.staging-{run_id}")
     staging.mkdir(parents=True, exist_ok=False)
     with open(staging / STAGING_LOCK, "wb") as writer_lock:
         fcntl.flock(writer_lock.fileno(), fcntl.LOCK_EX)  # released when this process ends, however
         for table in RESULT_TABLES:
-            write_durably(tables[table], staging / f"{table}.parquet")
+            source = tables[table]
+            if isinstance(source, pl.DataFrame):
+                write_durably(source, staging / f"{table}.parquet")
+                continue
+            (staging / table).mkdir()
+            for part in source:
+                os.replace(part, staging / table / Path(part).name)
+            _fsync_dir(staging / table)
         (staging / "run.json").write_text(json.dumps(run_record, sort_keys=True, default=str, indent=1))
         _fsync_dir(staging)
         fault_point("save")
@@ -101,13 +137,25 @@ def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[st
     return final
 
 
-def load_results(results_dir: Path, as_of: dt.date) -> tuple[dict[str, pl.DataFrame], dict]:
-    """The saved tables and run record for ``as_of``; ``FileNotFoundError`` if none were saved."""
+def table_files(folder: Path) -> dict[str, list[Path]]:
+    """Table → its Parquet file(s) in a saved results folder (one file, or one per partition)."""
+    files = {}
+    for table in RESULT_TABLES:
+        single = Path(folder) / f"{table}.parquet"
+        parts = sorted((Path(folder) / table).glob("*.parquet"))
+        if not single.exists() and not parts:
+            raise FileNotFoundError(f"saved results {folder} have no {table} table")
+        files[table] = [single] if single.exists() else parts
+    return files
+
+
+def load_results(results_dir: Path, as_of: dt.date) -> tuple[dict[str, list[Path]], dict]:
+    """The saved tables (their Parquet files) and run record for ``as_of``;
+    ``FileNotFoundError`` if none were saved."""
     folder = date_dir(results_dir, as_of)
     if not folder.is_dir():
         retired = sorted(folder.parent.glob(f"{folder.name}.retired-*"), key=lambda p: p.stat().st_mtime)
         if not retired:
             raise FileNotFoundError(f"no saved results for {as_of} in {results_dir} (run `margin run --date {as_of}`)")
         folder = retired[-1]
-    tables = {table: pl.read_parquet(folder / f"{table}.parquet") for table in RESULT_TABLES}
-    return tables, json.loads((folder / "run.json").read_text())
+    return table_files(folder), json.loads((folder / "run.json").read_text())

@@ -247,12 +247,16 @@ def publish_date(
     db_path: Path,
     as_of: dt.date,
     run_id: str,
-    tables: dict[str, pl.DataFrame],
+    tables: dict[str, pl.DataFrame | list[Path]],
     run_record: dict,
     *,
     lock_timeout: float | None = None,
 ) -> None:
     """Replace every result table's rows for ``as_of`` and record the run, in one transaction.
+
+    A table is a frame, or its saved Parquet file(s) (``flows.results_store.table_files``),
+    which DuckDB reads in bulk (``read_parquet``): the day's results never need to be in
+    this process's memory.
 
     Either all tables for the date change together with the ``runs`` row, or nothing
     does (DuckDB rolls back on any error, and a killed process never commits).
@@ -269,13 +273,20 @@ def publish_date(
         con.execute("BEGIN TRANSACTION")
         try:
             for position, table in enumerate(RESULT_TABLES):
-                frame = tables[table].with_columns(
-                    pl.lit(as_of, dtype=pl.Date).alias("as_of_date"), pl.lit(run_id).alias("run_id")
-                )
                 con.execute(f"DELETE FROM {table} WHERE as_of_date = ?", [as_of])
-                con.register("incoming_rows", frame)
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
-                con.unregister("incoming_rows")
+                source = tables[table]
+                if isinstance(source, pl.DataFrame):
+                    con.register("incoming_rows", source)
+                    rows = "incoming_rows"
+                else:  # hive_partitioning off: the folder name date=D is not a column
+                    rows = "read_parquet($files, hive_partitioning = false)"
+                con.execute(
+                    f"INSERT INTO {table} BY NAME SELECT *, $as_of::DATE AS as_of_date, $run_id AS run_id FROM {rows}",
+                    {"as_of": as_of, "run_id": run_id}
+                    | ({} if isinstance(source, pl.DataFrame) else {"files": [str(f) for f in source]}),
+                )
+                if isinstance(source, pl.DataFrame):
+                    con.unregister("incoming_rows")
                 if position == len(RESULT_TABLES) // 2:
                     fault_point("publish-mid-transaction")
             _upsert_runs(con, [r for r in pending if r["run_id"] != run_id] + [run_record])

@@ -67,12 +67,23 @@ def test_margin_run_in_margin_group_partitions_publishes_the_same_book(prefect_a
     result = margin_cli("run", "--date", expected["as_of_date"], "--inputs", str(example_inputs(book)),
                         "--db", str(db), "--partitions", "3", "--no-summary")
     assert result.returncode == 0, result.stderr
+    # Saved as one Parquet file per partition (and the shared tables' quarantine), no leftovers.
+    results_dir = db.with_name(db.name + ".results")
+    assert [p.name for p in results_dir.iterdir()] == [f"date={expected['as_of_date']}"]
+    saved = results_dir / f"date={expected['as_of_date']}"
+    assert sorted(p.name for p in (saved / "position_margin").iterdir()) == [f"part-0000{i}.parquet" for i in range(3)]
+    assert (saved / "quarantine" / "part-shared.parquet").exists()
+    # `margin publish` re-publishes the partitioned files as they are.
+    republished = margin_cli("publish", "--date", expected["as_of_date"], "--db", str(db))
+    assert republished.returncode == 0, republished.stderr
     con = duckdb.connect(str(db), read_only=True)
     try:
         problems = []
         for table in TABLE_KEYS:
             problems += table_mismatches(table, expected[table], con.sql(f"SELECT * FROM {table}").pl())
         problems += quarantine_mismatches(expected["quarantine"], con.sql("SELECT * FROM quarantine").pl())
+        runs = con.sql("SELECT parameters FROM runs").pl()
     finally:
         con.close()
     assert problems == []
+    assert runs.height == 1 and '"partitions": 3' in runs["parameters"][0]

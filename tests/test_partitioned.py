@@ -18,9 +18,11 @@ from conftest import EXAMPLES
 from flows.generate import generate_day
 from flows.loading import load_inputs
 from flows.partitioned import (
-    compute_margin_from_files,
-    compute_margin_on_dask,
+    STREAMED_TABLES,
     compute_margin_partitioned,
+    compute_margin_to_files,
+    count_violations,
+    on_dask,
     split_inputs,
 )
 from transforms.pipeline import compute_margin
@@ -82,10 +84,29 @@ def test_generated_book_partitioned_equal_single_process(generated_book):
     assert_same_results(single, compute_margin_partitioned(generated_book, 4))
 
 
-def test_streamed_from_files_equal_single_process(generated_root, generated_book, tmp_path):
-    streamed = compute_margin_from_files(generated_root, GENERATED_DATE, 4, spill_dir=tmp_path)
-    assert_same_results(compute_margin(generated_book), streamed)
-    assert list(tmp_path.iterdir()) == []  # the partition files are removed afterwards
+def test_streamed_to_files_equal_single_process(generated_root, generated_book, tmp_path):
+    """Inputs streamed from their files, results written per partition: the same day."""
+    scanned = load_inputs(generated_root, GENERATED_DATE, scan=STREAMED_TABLES).margin_inputs
+    assert isinstance(scanned.positions, pl.LazyFrame)
+    stored = compute_margin_to_files(scanned, 4, tmp_path)
+    assert stored.problems == []
+    assert_same_results(compute_margin(generated_book), stored.collect())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(stored.tables)  # the spill files are gone
+    assert [p.name for p in stored.tables["position_margin"]] == [f"part-{i:05d}.parquet" for i in range(4)]
+    assert stored.tables["quarantine"][-1].name == "part-shared.parquet"
+    for table, files in stored.tables.items():
+        assert stored.rows[table] == pl.scan_parquet(files).select(pl.len()).collect().item(), table
+    reasons = stored.quarantine_reasons()
+    assert reasons["len"].sum() == stored.rows["quarantine"] == compute_margin(generated_book).tables["quarantine"].height
+
+
+def test_day_count_identities_can_fail():
+    counts = pl.DataFrame({"table": ["positions", "prices"], "read": [10, 5], "used": [8, 5], "quarantined": [2, 0]})
+    assert count_violations(counts, {"positions": 2}) == []
+    assert count_violations(counts, {"positions": 1}) == ["positions: 1 quarantine rows, counted 2"]
+    assert count_violations(counts, {"positions": 2, "prices": 1}) == ["prices: 1 quarantine rows, counted 0"]
+    short = counts.with_columns(pl.when(pl.col("table") == "prices").then(4).otherwise("used").alias("used"))
+    assert count_violations(short, {"positions": 2}) == ["prices: read 5 != used 4 + quarantined 0"]
 
 
 def test_a_margin_group_stays_in_one_partition(generated_book):
@@ -98,7 +119,8 @@ def test_a_margin_group_stays_in_one_partition(generated_book):
     assert seen["account_id"].is_duplicated().sum() == 0
 
 
-def test_two_dask_workers_equal_single_process(generated_book, prefect_api):
+def test_two_dask_workers_equal_single_process(generated_book, prefect_api, tmp_path):
     single = compute_margin(generated_book)
-    on_dask = compute_margin_on_dask(generated_book, partitions=2, workers=2, processes=False)
-    assert_same_results(single, on_dask)
+    stored = compute_margin_to_files(generated_book, 2, tmp_path, on_dask(workers=2, processes=False))
+    assert stored.problems == []
+    assert_same_results(single, stored.collect())
