@@ -11,9 +11,10 @@ timings (seconds) on stdout.  Kinds:
 - ``profile``: the same methodology stage by stage, each stage's plan collected
   separately from materialised inputs, to show where the time goes (slower in total
   than ``full``: no work is shared across stages);
-- ``partitioned``: ``flows.partitioned.compute_margin_from_files`` (margin-group
-  partitions, in-process, positions and collateral streamed from their files into one
-  file per partition) — the memory-bounded path for books larger than RAM allows;
+- ``partitioned``: the same production path with ``MARGIN_PARTITIONS=N`` (margin-group
+  partitions, in-process; positions and collateral streamed from their files into one
+  file per partition, each partition's results written as Parquet and published from
+  the files) — the memory-bounded path for books larger than RAM;
 - ``floor-polars`` / ``floor-duckdb``: the netting-only pipeline (read positions, net per
   account × instrument, join prices and instruments, Σ notional per account ×
   underlying and per account) in Polars streaming and in DuckDB SQL.
@@ -268,15 +269,20 @@ def floor_duckdb(inputs: Path, as_of: dt.date) -> dict:
 
 
 def measure_partitioned(inputs: Path, as_of: dt.date, partitions: int, workdir: Path) -> dict:
-    """Load + compute by partitions, streamed from the files (positions and collateral never
-    read whole; partition files under WORKDIR, removed afterwards)."""
-    from flows.partitioned import compute_margin_from_files
+    """The production path with ``MARGIN_PARTITIONS=N`` (``margin run --partitions N``), load to
+    publish: positions and collateral streamed from their files into partitions, each
+    partition's results written as Parquet, the warehouse loaded from those files."""
+    os.environ["MARGIN_PARTITIONS"] = str(partitions)
+    from flows.eod import run_end_of_day
 
-    watch = Stopwatch()
-    with watch.stage("total"):
-        results = compute_margin_from_files(inputs, as_of, partitions, spill_dir=workdir)
-    return {"timings": watch.timings, "accounts": results.tables["account_margin"].height,
-            "position_rows": results.tables["position_margin"].height}
+    db = workdir / "partitioned.duckdb"
+    for stale in workdir.glob("partitioned.duckdb*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    start = time.perf_counter()
+    record = run_end_of_day(as_of, inputs, db, use_tasks=False)
+    timings = dict(record["timings"])
+    timings["total"] = round(time.perf_counter() - start, 4)
+    return {"timings": timings, "rows": record["row_counts"]["positions"]["read"], "partitions": partitions}
 
 
 def main(argv: list[str] | None = None) -> None:

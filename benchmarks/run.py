@@ -33,6 +33,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -63,15 +64,38 @@ def run_child(kind: str, inputs: Path, workdir: Path, *extra: str) -> dict:
         [sys.executable, "-m", "benchmarks.measure", kind, str(inputs), AS_OF.isoformat(), str(workdir), *extra],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=log,
     )
+    stopped = threading.Event()
+    watchdog = threading.Thread(target=_memory_watchdog, args=(process, stopped), daemon=True)
+    watchdog.start()
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
+    stopped.set()
     process.returncode = os.waitstatus_to_exitcode(status)
     log.close()
     if process.returncode != 0:
-        raise SystemExit(f"benchmarks: {kind} on {inputs} failed (exit {process.returncode}); see {log.name}")
+        why = f"; stopped by the memory watchdog above {RSS_LIMIT_GB} GB" if getattr(process, "over_limit", False) else ""
+        raise SystemExit(f"benchmarks: {kind} on {inputs} failed (exit {process.returncode}{why}); see {log.name}")
     result = json.loads(output.decode().strip().splitlines()[-1])
     result["peak_rss_gb"] = round(usage.ru_maxrss / 1024 / 1024, 3)  # ru_maxrss is in KiB on Linux
     return result
+
+
+#: A measurement whose resident memory passes this is killed (the machine has 24 GB, no swap).
+RSS_LIMIT_GB = float(os.environ.get("BENCH_RSS_LIMIT_GB", "22"))
+
+
+def _memory_watchdog(process: subprocess.Popen, stopped: threading.Event) -> None:
+    """Kill ``process`` if its resident set passes ``RSS_LIMIT_GB`` (checked every 0.5 s)."""
+    status = Path(f"/proc/{process.pid}/status")
+    while not stopped.wait(0.5):
+        try:
+            rss_kb = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+        except (OSError, StopIteration, ValueError):
+            return
+        if rss_kb / 1024 / 1024 > RSS_LIMIT_GB:
+            process.over_limit = True
+            process.kill()
+            return
 
 
 def ensure_book(rows: int) -> Path:
@@ -102,6 +126,27 @@ def median_run(kind: str, inputs: Path, workdir: Path, repeat: int, *extra: str)
     return best
 
 
+#: Above this many rows the whole-book run cannot fit in 24 GB: only floors and the partitioned run.
+IN_MEMORY_LIMIT_ROWS = 10_000_000
+#: ``--partitions auto``: one partition per this many position rows (≈1.5 GB peak each).
+ROWS_PER_PARTITION = 2_500_000
+
+
+def partition_count(option: str, rows: int) -> int:
+    """``--partitions``: a number, ``auto`` (one per ``ROWS_PER_PARTITION`` rows, at least 2 —
+    and only above ``IN_MEMORY_LIMIT_ROWS``), or 0 (skip)."""
+    if option != "auto":
+        return int(option)
+    return max(2, -(-rows // ROWS_PER_PARTITION)) if rows > IN_MEMORY_LIMIT_ROWS else 0
+
+
+def position_rows(inputs: Path) -> int:
+    """Rows of the benchmark day's positions file (from the Parquet footer)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(inputs / f"date={AS_OF.isoformat()}" / "positions.parquet").metadata.num_rows
+
+
 def measure_size(rows: int, repeat: int, profile: bool, partitions: int) -> dict:
     inputs = ensure_book(rows)
     workdir = BENCH_DIR / "work" / size_label(rows)
@@ -110,16 +155,18 @@ def measure_size(rows: int, repeat: int, profile: bool, partitions: int) -> dict
     floor_pl = median_run("floor-polars", inputs, workdir, repeat)
     say("DuckDB floor …")
     floor_db = median_run("floor-duckdb", inputs, workdir, repeat)
-    say("full run …")
-    full = median_run("full", inputs, workdir, repeat)
-    result = {"rows": full["rows"], "inputs": str(inputs), "floor_polars": floor_pl, "floor_duckdb": floor_db,
-              "full": full}
-    if profile:
-        say("stage profile …")
-        result["profile"] = run_child("profile", inputs, workdir)
+    result = {"rows": position_rows(inputs), "inputs": str(inputs), "floor_polars": floor_pl, "floor_duckdb": floor_db}
+    if rows <= IN_MEMORY_LIMIT_ROWS:
+        say("full run …")
+        result["full"] = median_run("full", inputs, workdir, repeat)
+        if profile:
+            say("stage profile …")
+            result["profile"] = run_child("profile", inputs, workdir)
+    else:
+        say(f"whole-book run skipped above {IN_MEMORY_LIMIT_ROWS:,} rows (partitioned only)")
     if partitions:
         say(f"partitioned run ({partitions} partitions) …")
-        result["partitioned"] = median_run("partitioned", inputs, workdir, 1, "--partitions", str(partitions))
+        result["partitioned"] = median_run("partitioned", inputs, workdir, repeat, "--partitions", str(partitions))
     return result
 
 
@@ -134,34 +181,47 @@ def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
     for stage in PROFILE_STAGES:
         rows.append((f"profile: {stage} (s)",
                      [cell(results[s].get("profile", {}).get("timings", {}).get(stage)) for s in sizes]))
-    full = {s: results[s]["full"]["timings"] for s in sizes}
-    ready = {s: full[s]["load"] + full[s]["compute"] + full[s].get("check", 0.0) for s in sizes}
-    publish = {s: full[s].get("save", 0.0) + full[s].get("publish", 0.0) for s in sizes}
+    full = {s: results[s].get("full", {}).get("timings") for s in sizes}
     floor_pl = {s: results[s]["floor_polars"]["timings"]["total"] for s in sizes}
     floor_db = {s: results[s]["floor_duckdb"]["timings"]["total"] for s in sizes}
+
+    def of_full(figure):  # a cell per size; "–" where the whole-book run was skipped
+        return [cell(figure(s, full[s]) if full[s] else None) for s in sizes]
+
+    ready = lambda s, f: f["load"] + f["compute"] + f.get("check", 0.0)  # noqa: E731
     rows += [
-        ("full: load (s)", [cell(full[s]["load"]) for s in sizes]),
-        ("full: compute, one collect_all (s)", [cell(full[s]["compute"]) for s in sizes]),
-        ("full: identity checks (s)", [cell(full[s].get("check")) for s in sizes]),
-        ("full: publish-ready = load+compute+check (s)", [cell(ready[s]) for s in sizes]),
-        ("full: save Parquet + publish DuckDB (s)", [cell(publish[s]) for s in sizes]),
-        ("full: end to end (s)", [cell(full[s]["total"]) for s in sizes]),
-        ("full: peak RSS (GB)", [cell(results[s]["full"]["peak_rss_gb"]) for s in sizes]),
-        ("full: rows per second, end to end", [f"{results[s]['rows'] / full[s]['total']:,.0f}" for s in sizes]),
+        ("full: load (s)", of_full(lambda s, f: f["load"])),
+        ("full: compute, one collect_all (s)", of_full(lambda s, f: f["compute"])),
+        ("full: identity checks (s)", of_full(lambda s, f: f.get("check"))),
+        ("full: publish-ready = load+compute+check (s)", of_full(ready)),
+        ("full: save Parquet (s)", of_full(lambda s, f: f.get("save"))),
+        ("full: publish DuckDB (s)", of_full(lambda s, f: f.get("publish"))),
+        ("full: end to end (s)", of_full(lambda s, f: f["total"])),
+        ("full: peak RSS (GB)", of_full(lambda s, f: results[s]["full"]["peak_rss_gb"])),
+        ("full: rows per second, end to end",
+         [f"{results[s]['rows'] / full[s]['total']:,.0f}" if full[s] else "–" for s in sizes]),
         ("floor Polars streaming (s)", [cell(floor_pl[s]) for s in sizes]),
         ("floor Polars peak RSS (GB)", [cell(results[s]["floor_polars"]["peak_rss_gb"]) for s in sizes]),
         ("floor DuckDB SQL (s)", [cell(floor_db[s]) for s in sizes]),
         ("floor DuckDB peak RSS (GB)", [cell(results[s]["floor_duckdb"]["peak_rss_gb"]) for s in sizes]),
-        ("ratio publish-ready / Polars floor (target ≤ 3)", [cell(ready[s] / floor_pl[s]) for s in sizes]),
-        ("ratio end to end / Polars floor (target ≤ 5)", [cell(full[s]["total"] / floor_pl[s]) for s in sizes]),
-        ("ratio publish-ready / DuckDB floor", [cell(ready[s] / floor_db[s]) for s in sizes]),
-        ("ratio end to end / DuckDB floor", [cell(full[s]["total"] / floor_db[s]) for s in sizes]),
+        ("ratio publish-ready / Polars floor (target ≤ 3)", of_full(lambda s, f: ready(s, f) / floor_pl[s])),
+        ("ratio end to end / Polars floor (target ≤ 5)", of_full(lambda s, f: f["total"] / floor_pl[s])),
+        ("ratio publish-ready / DuckDB floor", of_full(lambda s, f: ready(s, f) / floor_db[s])),
+        ("ratio end to end / DuckDB floor", of_full(lambda s, f: f["total"] / floor_db[s])),
     ]
     if any("partitioned" in results[s] for s in sizes):
+        part = {s: results[s].get("partitioned", {}) for s in sizes}
+        timing = lambda s, k: part[s].get("timings", {}).get(k)  # noqa: E731
         rows += [
-            ("partitioned, streamed from files: load + compute (s)",
-             [cell(results[s].get("partitioned", {}).get("timings", {}).get("total")) for s in sizes]),
-            ("partitioned: peak RSS (GB)", [cell(results[s].get("partitioned", {}).get("peak_rss_gb")) for s in sizes]),
+            ("partitioned: partitions", [str(part[s].get("partitions", "–")) for s in sizes]),
+            ("partitioned: load + split + compute + check (s)",
+             [cell(sum(timing(s, k) or 0 for k in ("load", "compute", "check")) if part[s] else None) for s in sizes]),
+            ("partitioned: save + publish (s)",
+             [cell(sum(timing(s, k) or 0 for k in ("save", "publish")) if part[s] else None) for s in sizes]),
+            ("partitioned: end to end (s)", [cell(timing(s, "total")) for s in sizes]),
+            ("partitioned: seconds per million rows",
+             [cell(timing(s, "total") / (part[s]["rows"] / 1e6) if part[s] else None) for s in sizes]),
+            ("partitioned: peak RSS (GB)", [cell(part[s].get("peak_rss_gb")) for s in sizes]),
         ]
     return rows
 
@@ -203,14 +263,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="1M,10M", help="Comma-separated position-row counts (default 1M,10M).")
     parser.add_argument("--repeat", type=int, default=1, help="Runs per measurement; the median is reported.")
     parser.add_argument("--no-profile", action="store_true", help="Skip the stage-by-stage profile run.")
-    parser.add_argument("--partitions", type=int, default=0,
-                        help="Also time the margin-group partitioned run with N partitions (0: skip).")
+    parser.add_argument("--partitions", default="auto",
+                        help="Also time the margin-group partitioned run (margin run --partitions N) with N "
+                             "partitions; 'auto' (default): only above 10M rows, one partition per 2.5M rows; "
+                             "0: never.")
     parser.add_argument("--markdown", action="store_true", help="Print the table as Markdown.")
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     results = {}
     for rows in sizes:
-        results[size_label(rows)] = measure_size(rows, args.repeat, not args.no_profile, args.partitions)
+        results[size_label(rows)] = measure_size(rows, args.repeat, not args.no_profile,
+                                                   partition_count(args.partitions, rows))
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     out = BENCH_DIR / f"results-{stamp}.json"
