@@ -53,3 +53,15 @@ def code_table(ids: pl.Series, code: str) -> pl.LazyFrame:
 def decode(ids: pl.Series, column: str) -> pl.Expr:
     """``column`` (codes) back to the id strings, under the same name."""
     return pl.lit(ids).gather(pl.col(column)).alias(column)
+
+
+def by_code(frame: pl.DataFrame, code: str, size: int) -> pl.DataFrame:
+    """``frame`` (unique ``code`` values below ``size``) with one row per code ``0..size-1``
+    in code order, nulls for codes it lacks: row ``i`` is code ``i``, for gathers by code."""
+    every_code = pl.DataFrame({code: pl.int_range(size, dtype=CODE_TYPE, eager=True)})
+    return every_code.join(frame, on=code, how="left", maintain_order="left")
+
+
+def composite_key(high: str, low: str) -> pl.Expr:
+    """One ``UInt64`` that orders like the two ``UInt32`` codes ``(high, low)`` (one sort key)."""
+    return pl.col(high).cast(pl.UInt64) * (1 << 32) + pl.col(low).cast(pl.UInt64)

@@ -125,11 +125,24 @@ def book_plan(
     offsets: pl.DataFrame,
     book_key: str,
     materialize: Materialize = keep_lazy,
+    instruments_by_code: pl.DataFrame | None = None,
+    key_order: bool = False,
 ) -> BookPlan:
-    """Netting, valuation, rule margin and portfolio margin of every book keyed by ``book_key``."""
-    valued = materialize(rule_margin.rule_margin(
-        valuation.value_positions(netting.net_positions(positions, book_key), instrument_values, book_key)
-    ))
+    """Netting, valuation, rule margin and portfolio margin of every book keyed by ``book_key``.
+
+    With ``instruments_by_code`` (``instrument_values`` as ``encoding.by_code`` lays it
+    out) each position gathers its instrument's values by code instead of a join.
+    ``key_order`` (``book_key`` an integer code): the netted positions are sorted by
+    (book, instrument) once, while narrow, and ``positions`` keeps that order.
+    """
+    netted = netting.net_positions(positions, book_key)
+    if key_order:
+        netted = materialize(netted).sort(encoding.composite_key(book_key, "instrument_id"))
+    if instruments_by_code is None:
+        position_values = valuation.value_positions(netted, instrument_values, book_key)
+    else:
+        position_values = valuation.value_positions_by_code(netted, instruments_by_code)
+    valued = materialize(rule_margin.rule_margin(position_values))
     scan = portfolio_margin.underlying_scan(valued, unit_losses, scenario_ids, book_key)
     risk = materialize(portfolio_margin.underlying_risk(scan, offsets, book_key))
     held = pl.col("net_qty") != 0
@@ -220,8 +233,11 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     ))
 
     # Accounts.
+    # Instrument values laid out by code (row i = instrument code i): positions gather them.
+    instruments_by_code = encoding.by_code(instrument_values.collect(), "instrument_id", instrument_ids.len())
     account_book = book_plan(
-        positions, instrument_values, unit_losses, scenario_ids, inputs.offsets, "account_id", materialize
+        positions, instrument_values, unit_losses, scenario_ids, inputs.offsets, "account_id", materialize,
+        instruments_by_code, key_order=True,
     )
     collateral_valuation, account_collateral = _collateral_book(
         collateral_rows, fx, haircuts, "account_id", materialize
@@ -231,7 +247,7 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     membership = materialize(groups.group_membership(accounts))
     group_book = book_plan(
         groups.group_rows(positions, membership), instrument_values, unit_losses, scenario_ids, inputs.offsets,
-        "margin_group", materialize,
+        "margin_group", materialize, instruments_by_code,
     )
     _, group_collateral = _collateral_book(groups.group_rows(collateral_rows, membership), fx, haircuts, "margin_group")
     group_figures = (
@@ -300,7 +316,8 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         collateral_rows, market.select(instrument_code, "kind", "underlying"),
     )
     return {
-        "position_margin": account_book.positions.select(POSITION_MARGIN_COLUMNS).sort(SORT_KEYS["position_margin"])
+        # Already in (account, instrument) order (book_plan's key_order).
+        "position_margin": account_book.positions.select(POSITION_MARGIN_COLUMNS)
         .with_columns(account_id, encoding.decode(instrument_ids, "instrument_id")),
         "underlying_risk": account_book.underlying_risk.select(UNDERLYING_RISK_COLUMNS)
         .sort(SORT_KEYS["underlying_risk"]).with_columns(account_id),
