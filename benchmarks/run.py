@@ -215,11 +215,16 @@ def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
         timing = lambda s, k: part[s].get("timings", {}).get(k)  # noqa: E731
         rows += [
             ("partitioned: partitions", [str(part[s].get("partitions", "–")) for s in sizes]),
+            ("partitioned: split inputs into partition files (s)", [cell(timing(s, "compute_split")) for s in sizes]),
+            ("partitioned: partitions computed + results written (s)",
+             [cell(timing(s, "compute_partitions")) for s in sizes]),
             ("partitioned: load + split + compute + check (s)",
              [cell(sum(timing(s, k) or 0 for k in ("load", "compute", "check")) if part[s] else None) for s in sizes]),
             ("partitioned: save + publish (s)",
              [cell(sum(timing(s, k) or 0 for k in ("save", "publish")) if part[s] else None) for s in sizes]),
             ("partitioned: end to end (s)", [cell(timing(s, "total")) for s in sizes]),
+            ("partitioned: ratio end to end / Polars floor",
+             [cell(timing(s, "total") / floor_pl[s] if part[s] else None) for s in sizes]),
             ("partitioned: seconds per million rows",
              [cell(timing(s, "total") / (part[s]["rows"] / 1e6) if part[s] else None) for s in sizes]),
             ("partitioned: peak RSS (GB)", [cell(part[s].get("peak_rss_gb")) for s in sizes]),

@@ -247,6 +247,8 @@ def run_end_of_day(
                 del loaded  # a partitioned run holds no day-sized frame from here on
                 counts = {r["table"]: {k: r[k] for k in ("read", "used", "quarantined")} for r in results.counts.to_dicts()}
                 result_rows = _row_counts(results)
+                if isinstance(results, StoredResults):
+                    timer.timings.update({f"compute_{k}": v for k, v in results.timings.items()})
                 note["note"] = (
                     f"{counts['positions']['read']:,} position rows, {result_rows['account_margin']:,} accounts, "
                     f"{result_rows['quarantine']:,} quarantined"

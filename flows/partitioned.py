@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -231,6 +232,7 @@ class StoredResults:
     warnings: pl.DataFrame
     problems: list[str]
     scenario_ids: list[int]
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # split, partitions, merge (s)
 
     def quarantine_reasons(self) -> pl.DataFrame:
         """``reason``, ``len``: quarantined rows per reason (read from the files)."""
@@ -313,10 +315,14 @@ def compute_margin_to_files(
     """
     out_dir = Path(out_dir)
     spill = out_dir / ".spill"
+    started = time.perf_counter()
     try:
         shared, parts = split_inputs(inputs, partitions, spill_dir=spill)
+        split_done = time.perf_counter()
+        say(f"[dim]  split into {partitions} partitions in {split_done - started:.1f}s[/dim]")
         # Empty partitions still run: their (empty) counts and tables keep the merge uniform.
         outcomes = sorted(run_partitions(list(enumerate(parts)), out_dir), key=lambda o: o.index)
+        partitions_done = time.perf_counter()
     finally:
         shutil.rmtree(spill, ignore_errors=True)
     shared_path = out_dir / "quarantine" / SHARED_PART_FILE
@@ -344,6 +350,11 @@ def compute_margin_to_files(
         warnings=merge_warnings([o.warnings for o in outcomes]),
         problems=[p for o in outcomes for p in o.problems] + count_violations(counts, quarantined),
         scenario_ids=outcomes[0].scenario_ids,
+        timings={
+            "split": round(split_done - started, 4),
+            "partitions": round(partitions_done - split_done, 4),
+            "merge": round(time.perf_counter() - partitions_done, 4),
+        },
     )
 
 
