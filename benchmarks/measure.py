@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -278,11 +279,32 @@ def measure_partitioned(inputs: Path, as_of: dt.date, partitions: int, workdir: 
     db = workdir / "partitioned.duckdb"
     for stale in workdir.glob("partitioned.duckdb*"):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    samples: list[tuple[float, float]] = []  # (seconds since start, RSS GB), every 0.25 s
+    done = threading.Event()
+
+    def sample() -> None:
+        status = Path("/proc/self/status")
+        while not done.wait(0.25):
+            kb = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+            samples.append((time.perf_counter() - start, kb / 1024 / 1024))
+
     start = time.perf_counter()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     record = run_end_of_day(as_of, inputs, db, use_tasks=False)
+    done.set()
     timings = dict(record["timings"])
     timings["total"] = round(time.perf_counter() - start, 4)
-    return {"timings": timings, "rows": record["row_counts"]["positions"]["read"], "partitions": partitions}
+    # Peak RSS per stage: stages run in this order, back to back.
+    order = ["load", "compute_split", "compute_partitions", "compute_merge", "check", "save", "publish"]
+    peaks, begin = {}, 0.0
+    for stage in order:
+        end = begin + timings.get(stage, 0.0)
+        inside = [gb for t, gb in samples if begin <= t <= end]
+        peaks[stage] = round(max(inside), 3) if inside else None
+        begin = end
+    return {"timings": timings, "rows": record["row_counts"]["positions"]["read"], "partitions": partitions,
+            "peak_rss_gb_by_stage": peaks}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -228,6 +228,9 @@ def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
             ("partitioned: seconds per million rows",
              [cell(timing(s, "total") / (part[s]["rows"] / 1e6) if part[s] else None) for s in sizes]),
             ("partitioned: peak RSS (GB)", [cell(part[s].get("peak_rss_gb")) for s in sizes]),
+            *[(f"partitioned: peak RSS in {stage} (GB)",
+               [cell(part[s].get("peak_rss_gb_by_stage", {}).get(stage)) for s in sizes])
+              for stage in ("compute_split", "compute_partitions", "publish")],
         ]
     return rows
 
