@@ -25,6 +25,8 @@ POSITION_MARGIN_COLUMNS = (
     "account_id", "instrument_id", "underlying", "kind", "net_qty", "gross_qty", "source_count", "price",
     "mv_usd", "delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd", "net_im", "gross_im",
 )
+#: Columns of a valued position the scan reads besides the ``position_margin`` ones.
+SCAN_POSITION_COLUMNS = ("option_type", "multiplier")
 UNDERLYING_RISK_COLUMNS = (
     "account_id", "underlying", "net_delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd",
     "scenario_losses", "scan_risk", "worst_scenario", "calendar_charge", "short_option_min", "inter_credit", "risk",
@@ -139,11 +141,17 @@ def book_plan(
     if key_order:
         netted = materialize(netted).sort(encoding.composite_key(book_key, "instrument_id"))
     if instruments_by_code is None:
-        position_values = valuation.value_positions(netted, instrument_values, book_key)
+        valued = materialize(rule_margin.rule_margin(
+            valuation.value_positions(netted, instrument_values, book_key)
+        ))
+        scan = portfolio_margin.underlying_scan(valued, unit_losses, scenario_ids, book_key)
     else:
-        position_values = valuation.value_positions_by_code(netted, instruments_by_code)
-    valued = materialize(rule_margin.rule_margin(position_values))
-    scan = portfolio_margin.underlying_scan(valued, unit_losses, scenario_ids, book_key)
+        # Only the columns the outputs and the scan read are gathered and kept; the scan
+        # takes its per-instrument keys and parameters from the instrument table.
+        valued = materialize(rule_margin.rule_margin(
+            valuation.value_positions_by_code(netted, instruments_by_code)
+        ).select(book_key, *POSITION_MARGIN_COLUMNS[1:], *SCAN_POSITION_COLUMNS))
+        scan = portfolio_margin.underlying_scan(valued, unit_losses, scenario_ids, book_key, instrument_values)
     risk = materialize(portfolio_margin.underlying_risk(scan, offsets, book_key))
     held = pl.col("net_qty") != 0
     marked = pl.col("kind").is_in(["option", "spot"])

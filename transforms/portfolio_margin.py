@@ -88,7 +88,11 @@ GREEK_SUMS = ("delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd"
 
 
 def underlying_scan(
-    valued_positions: pl.LazyFrame, unit_losses: pl.LazyFrame, scenario_ids: Sequence[int], book_key: str
+    valued_positions: pl.LazyFrame,
+    unit_losses: pl.LazyFrame,
+    scenario_ids: Sequence[int],
+    book_key: str,
+    instruments: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """One row per book × underlying the book holds (net-flat included).
 
@@ -97,8 +101,14 @@ def underlying_scan(
     (``max(0, max_k loss_k)``), ``worst_scenario`` (lowest id attaining it; null when
     0), ``calendar_charge`` and ``short_option_min``, plus the underlying's
     parameters for the credit step.
+
+    ``instruments`` (one row per instrument: ``instrument_id``, ``underlying``, ``kind``,
+    ``expiry`` and the underlying's parameters) supplies the per-instrument keys and the
+    underlyings' parameters; without it they are taken from ``valued_positions`` (two
+    ``unique`` passes over every position).
     """
     losses = [loss_column(sid) for sid in scenario_ids]
+    per_instrument = valued_positions if instruments is None else instruments
     units = pl.col("net_qty") * pl.col("multiplier")
     is_short = pl.col("net_qty") < 0
     short_units = pl.when(is_short).then(units.abs()).otherwise(0.0)
@@ -107,11 +117,11 @@ def underlying_scan(
     # group keys (the underlying's code, the expiry bucket) brought by the per-instrument
     # join, and the underlying's name and parameters joined afterwards.
     params = (
-        valued_positions.select("underlying", *UNDERLYING_PARAMS).unique("underlying")
+        per_instrument.select("underlying", *UNDERLYING_PARAMS).unique("underlying")
         .sort("underlying").with_row_index("underlying_code")
     )
     instrument_keys = (
-        valued_positions.select("instrument_id", "underlying", _expiry_bucket()).unique("instrument_id")
+        per_instrument.select("instrument_id", "underlying", _expiry_bucket()).unique("instrument_id")
         .join(params.select("underlying", "underlying_code"), on="underlying", how="left")
         .join(unit_losses, on="instrument_id", how="left")
         .drop("underlying")
