@@ -326,8 +326,9 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         # Already in (account, instrument) order (book_plan's key_order).
         "position_margin": account_book.positions.select(POSITION_MARGIN_COLUMNS)
         .with_columns(account_id, encoding.decode(instrument_ids, "instrument_id")),
-        "underlying_risk": account_book.underlying_risk.select(UNDERLYING_RISK_COLUMNS)
-        .sort(SORT_KEYS["underlying_risk"]).with_columns(account_id),
+        # (account, underlying) order by one integer key: codes rank the ids and names.
+        "underlying_risk": account_book.underlying_risk.sort(encoding.composite_key("account_id", "underlying_code"))
+        .select(UNDERLYING_RISK_COLUMNS).with_columns(account_id),
         "collateral_valuation": collateral_valuation.select(COLLATERAL_VALUATION_COLUMNS)
         .sort(SORT_KEYS["collateral_valuation"]).with_columns(account_id),
         "account_margin": account_margin.select(ACCOUNT_MARGIN_COLUMNS).sort(SORT_KEYS["account_margin"])

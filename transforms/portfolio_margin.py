@@ -100,7 +100,8 @@ def underlying_scan(
     ``theta_usd``, ``scenario_losses`` (list in scenario-id order), ``scan_risk``
     (``max(0, max_k loss_k)``), ``worst_scenario`` (lowest id attaining it; null when
     0), ``calendar_charge`` and ``short_option_min``, plus the underlying's
-    parameters for the credit step.
+    parameters for the credit step and ``underlying_code`` (the underlying's rank by
+    name, an integer to sort by).
 
     ``instruments`` (one row per instrument: ``instrument_id``, ``underlying``, ``kind``,
     ``expiry`` and the underlying's parameters) supplies the per-instrument keys and the
@@ -149,7 +150,7 @@ def underlying_scan(
         pl.col("short_puts").sum(),
         bucket_delta.clip(lower_bound=0.0).sum().alias("calendar_long"),
         (-bucket_delta).clip(lower_bound=0.0).sum().alias("calendar_short"),
-    ).join(params, on="underlying_code", how="left").drop("underlying_code")
+    ).join(params, on="underlying_code", how="left")
     usd_per_unit = pl.col("index_price") * pl.col("index_fx")
     # concat_arr → list: concat_list of 16 columns was ~40× slower (benchmarks, polars 2.1).
     loss_list = pl.concat_arr(losses).arr.to_list()
