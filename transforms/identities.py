@@ -31,6 +31,38 @@ def has_duplicate_key(frame: pl.DataFrame, key: list[str]) -> bool:
     return not strictly_increasing(frame, key) and bool(frame.select(key).is_duplicated().any())
 
 
+def collateral_by_account(accounts: pl.DataFrame, collateral: pl.DataFrame, sorted_by_account: bool) -> pl.DataFrame:
+    """``accounts`` with, per account, Σ ``value_after_haircut_usd`` (``expected``), Σ
+    ``haircut_usd`` (``haircut``) and Σ positive ``value_usd`` (``positive_value``) of its
+    collateral rows, 0 without any (collateral of an id not in ``accounts`` is ignored).
+
+    ``sorted_by_account``: ``accounts`` strictly increasing and ``collateral`` sorted by
+    ``account_id`` (what the identity checks verified).  Then each account's rows are one
+    run: the sums are grouped by run number and placed by binary search of the sorted
+    ids (no hashing of the id strings: 10M book, 1.5 s -> 0.6 s); otherwise a hash group-by
+    and join."""
+    sums = [
+        pl.col("value_after_haircut_usd").sum().alias("expected"),
+        pl.col("haircut_usd").sum().alias("haircut"),
+        pl.col("value_usd").clip(lower_bound=0.0).sum().alias("positive_value"),
+    ]
+    if not sorted_by_account:
+        per_account = collateral.group_by("account_id").agg(sums)
+        return accounts.join(per_account, on="account_id", how="left").with_columns(
+            pl.col("expected", "haircut", "positive_value").fill_null(0.0)
+        )
+    per_run = collateral.group_by(pl.col("account_id").rle_id().alias("run")).agg(pl.col("account_id").first(), *sums)
+    ids = accounts.get_column("account_id")
+    at = ids.search_sorted(per_run.get_column("account_id")).clip(upper_bound=max(accounts.height - 1, 0))
+    found = per_run.with_columns(at.alias("at")).filter(
+        (pl.col("at") < accounts.height) & (pl.col("account_id") == pl.lit(ids).gather(pl.col("at")))
+    )
+    return accounts.with_columns(
+        pl.repeat(0.0, accounts.height, eager=True).scatter(found.get_column("at"), found.get_column(name)).alias(name)
+        for name in ("expected", "haircut", "positive_value")
+    )
+
+
 def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -> list[str]:
     """rows_read = rows_used + rows_quarantined per table; quarantine rows match the counts;
     ``collateral_value_usd = Σ value_after_haircut_usd``; ``im`` equals the figure its mode
@@ -45,31 +77,35 @@ def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -
         if quarantined.get(row["table"], 0) != row["quarantined"]:
             problems.append(f"{row['table']}: {quarantined.get(row['table'], 0)} quarantine rows, counted {row['quarantined']}")
 
+    # One row per key, each table in key order (the linear check) or else by hashing.
+    keys = {table: key for table, key in SORT_KEYS.items() if table != "quarantine"}
+    in_key_order = {table: strictly_increasing(tables[table], key) for table, key in keys.items()}
+    duplicate_keys = [
+        f"{table}: duplicate key {key}"
+        for table, key in keys.items()
+        if not in_key_order[table] and bool(tables[table].select(key).is_duplicated().any())
+    ]
+
     accounts = tables["account_margin"]
     collateral = tables["collateral_valuation"]
-    per_account = collateral.group_by("account_id").agg(
-        pl.col("value_after_haircut_usd").sum().alias("expected"),
-        pl.col("haircut_usd").sum().alias("haircut"),
-        pl.col("value_usd").clip(lower_bound=0.0).sum().alias("positive_value"),
-    )
-    joined = accounts.join(per_account, on="account_id", how="left").with_columns(
-        pl.col("expected", "haircut", "positive_value").fill_null(0.0)
+    joined = collateral_by_account(
+        accounts, collateral, in_key_order["account_margin"] and in_key_order["collateral_valuation"]
     )
     scale = pl.max_horizontal(pl.col("expected").abs(), 1.0)
-    bad = joined.filter((pl.col("collateral_value_usd") - pl.col("expected")).abs() > TOLERANCE * scale)
-    if bad.height:
-        problems.append(f"collateral_value_usd != Σ value_after_haircut_usd for {bad.height} accounts")
-    over = joined.filter(pl.col("haircut") > pl.col("positive_value") * (1 + TOLERANCE) + TOLERANCE)
-    if over.height:
-        problems.append(f"Σ haircut_usd > Σ positive value_usd for {over.height} accounts")
+    bad, over = joined.select(
+        ((pl.col("collateral_value_usd") - pl.col("expected")).abs() > TOLERANCE * scale).sum(),
+        (pl.col("haircut") > pl.col("positive_value") * (1 + TOLERANCE) + TOLERANCE).sum(),
+    ).row(0)
+    if bad:
+        problems.append(f"collateral_value_usd != Σ value_after_haircut_usd for {bad} accounts")
+    if over:
+        problems.append(f"Σ haircut_usd > Σ positive value_usd for {over} accounts")
     # The published im must equal the figure its (published) mode selects: catches a
     # mode or figure lost or shifted between the account plan and the output table.
     mode_figure = effective_im()
-    wrong_im = accounts.filter((pl.col("im") - mode_figure).abs() > TOLERANCE * pl.max_horizontal(pl.col("im").abs(), 1.0))
-    if wrong_im.height:
-        problems.append(f"im differs from its mode's figure for {wrong_im.height} accounts")
-    keys = {table: key for table, key in SORT_KEYS.items() if table != "quarantine"}
-    for table, key in keys.items():
-        if has_duplicate_key(tables[table], key):
-            problems.append(f"{table}: duplicate key {key}")
-    return problems
+    wrong_im = accounts.select(
+        ((pl.col("im") - mode_figure).abs() > TOLERANCE * pl.max_horizontal(pl.col("im").abs(), 1.0)).sum()
+    ).item()
+    if wrong_im:
+        problems.append(f"im differs from its mode's figure for {wrong_im} accounts")
+    return problems + duplicate_keys
