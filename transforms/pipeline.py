@@ -266,10 +266,16 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     )
 
     # Every account: valid accounts rows plus every id seen in positions or collateral.
-    in_positions = positions_checked.select(account_code)
-    in_collateral = collateral_checked.select(account_code)
+    # The usable rows' ids are taken from their (smaller) netted frames: the account book's
+    # positions are in account order, so their distinct ids are the first row of each run.
+    held_ids = account_book.positions.select("account_id").filter(
+        pl.col("account_id").ne_missing(pl.col("account_id").shift())
+    )
+    quarantined_ids = [
+        checked[t].filter(pl.col("reason").is_not_null()).select(account_code) for t in ("positions", "collateral")
+    ]
     seen_ids = pl.concat(
-        [accounts.select("account_id"), in_positions, in_collateral]
+        [accounts.select("account_id"), held_ids, collateral_valuation.select("account_id"), *quarantined_ids]
     ).filter(pl.col("account_id").is_not_null()).unique()
     incomplete_ids = pl.concat(
         [
