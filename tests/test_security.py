@@ -159,6 +159,7 @@ def test_export_file_names_from_data_stay_inside_out(tmp_path):
 #: until it is reviewed and added here (values belong in ``params=[...]``).
 REVIEWED_SQL_INTERPOLATIONS = {
     ("warehouse.py", "table"),  # publish_date: for table in RESULT_TABLES
+    ("warehouse.py", "rows"),  # publish_date: one of two literal sources; the file paths are a $files parameter
     ("exports.py", "table"),  # extract_frame: table in EXTRACT_TABLES
     ("exports.py", "keys"),  # extract_frame: ", ".join(EXTRACT_KEYS[table])
     ("report.py", "name"),  # the file name of a committed sql/reports/*.sql query, not SQL text
