@@ -105,121 +105,62 @@ def measure_full(inputs: Path, as_of: dt.date, workdir: Path) -> dict:
     return {"timings": timings, "rows": record["row_counts"]["positions"]["read"]}
 
 
+def profile_stage(columns: list[str]) -> str:
+    """The methodology stage a shared intermediate of ``margin_plan`` belongs to, from its columns."""
+    cols = set(columns)
+    book = "groups" if columns and columns[0] == "margin_group" else None
+    if "reason" in cols or "hold_reason" in cols or cols in ({"account_id", "instrument_id", "quantity"},
+                                                           {"account_id", "asset", "amount"},
+                                                           {"account_id", "margin_group", "margin_mode", "lei"}):
+        return "validate"
+    if "status" in cols:
+        return "accounts"
+    if "value_after_haircut_usd" in cols:
+        return "collateral"
+    if cols == {"account_id", "margin_group"} or cols == {"margin_group", "account_id"}:
+        return "groups"
+    if "scan_risk" in cols:
+        return book or "portfolio_margin"
+    if "mv_usd" in cols or ("delta" in cols and "account_id" not in cols):
+        return book or "value"
+    if "gross_qty" in cols:
+        return book or "net"
+    if "account_id" not in cols and "instrument_id" in cols:
+        return "portfolio_margin"  # scenario P&L per instrument
+    if "currency" in cols:
+        return "validate"
+    return "other"
+
+
 def measure_profile(inputs: Path, as_of: dt.date) -> dict:
-    """Stage by stage, each collected from the previous stages' materialised frames."""
-    import polars as pl
+    """Where the production compute's time goes: ``compute_margin`` itself, with each shared
+    intermediate it materialises timed and attributed to its stage (``profile_stage``);
+    ``outputs`` is the final collect (quarantine, counts, warnings, the tables' last
+    gathers, sorts and id decoding). Lazy work is counted where it is collected: id
+    encoding inside ``validate``, the scenario scan inside ``portfolio_margin``."""
+    from collections import defaultdict
 
     from flows.loading import load_inputs
-    from transforms import collateral as coll
-    from transforms import encoding, groups, netting, portfolio_margin, rule_margin, validation, valuation
-    from transforms.account_health import account_health
+    from transforms.pipeline import compute_margin
 
     watch = Stopwatch()
     with watch.stage("load"):
         margin_inputs = load_inputs(inputs, as_of).margin_inputs
-    scenario_ids = sorted(margin_inputs.scenarios["scenario_id"].to_list())
+    stages: dict[str, float] = defaultdict(float)
 
-    with watch.stage("encode"):  # as margin_plan: ids to dense integer codes
-        coded, account_ids = encoding.encode_accounts({t: getattr(margin_inputs, t)
-                                                       for t in ("positions", "collateral", "accounts")})
-        instrument_ids = encoding.sorted_ids(margin_inputs.instruments, "instrument_id")
-    account_code = pl.col(encoding.ACCOUNT_CODE).alias("account_id")
+    def timed(frame):
+        begin = time.perf_counter()
+        collected = frame.collect()
+        stages[profile_stage(collected.columns)] += time.perf_counter() - begin
+        return collected.lazy()
 
-    with watch.stage("validate"):
-        fx_checked = validation.check_fx_rates(margin_inputs.fx_rates)
-        fx = validation.usable_fx(fx_checked)
-        instruments_checked = validation.check_instruments(margin_inputs.instruments)
-        prices_checked = validation.check_prices(margin_inputs.prices)
-        market = validation.instrument_market(
-            validation.usable_rows(instruments_checked), validation.usable_rows(prices_checked), fx,
-            margin_inputs.risk_params.lazy(), as_of,
-        ).join(encoding.code_table(instrument_ids, encoding.INSTRUMENT_CODE), on="instrument_id", how="left")
-        checked_plans = {
-            "positions": validation.check_positions(coded["positions"], market),
-            "prices": prices_checked,
-            "collateral": validation.check_collateral(coded["collateral"], fx),
-            "fx_rates": fx_checked,
-            "instruments": instruments_checked,
-            "accounts": validation.check_accounts(coded["accounts"]),
-        }
-        frames = pl.collect_all([*checked_plans.values(), fx, market])
-        checked = dict(zip(checked_plans, frames))
-        fx, market = frames[-2].lazy(), frames[-1].lazy()
-        pl.collect_all([validation.quarantine_rows(frame.lazy(), table) for table, frame in checked.items()])
-        positions = validation.usable_rows(checked["positions"].lazy()).select(
-            account_code, pl.col(encoding.INSTRUMENT_CODE).alias("instrument_id"), "quantity"
-        ).collect().lazy()
-        collateral_rows = validation.usable_rows(checked["collateral"].lazy()).select(
-            account_code, "asset", "amount"
-        ).collect().lazy()
-        accounts = validation.usable_rows(checked["accounts"].lazy()).select(
-            account_code, "margin_group", "margin_mode", "lei"
-        ).collect().lazy()
-
-    with watch.stage("net"):
-        netted = netting.net_positions(positions, "account_id").collect().lazy()
-
-    with watch.stage("value"):
-        instrument_values = valuation.value_instruments(
-            market.filter(pl.col("hold_reason").is_null()), as_of
-        ).drop("instrument_id").rename({encoding.INSTRUMENT_CODE: "instrument_id"}).collect().lazy()
-        valued = rule_margin.rule_margin(
-            valuation.value_positions(netted, instrument_values, "account_id")
-        ).collect().lazy()
-
-    with watch.stage("portfolio_margin"):
-        unit_losses = portfolio_margin.scenario_unit_losses(
-            instrument_values, margin_inputs.scenarios.lazy(), scenario_ids, margin_inputs.vol_floor
-        ).collect().lazy()
-        scan = portfolio_margin.underlying_scan(valued, unit_losses, scenario_ids, "account_id").collect().lazy()
-        risk = portfolio_margin.underlying_risk(scan, margin_inputs.offsets, "account_id").collect().lazy()
-        account_pm = portfolio_margin.portfolio_margin(risk, "account_id").collect().lazy()
-
-    with watch.stage("collateral"):
-        collateral_valuation = coll.value_collateral(
-            coll.collateral_balances(collateral_rows, "account_id"), fx, margin_inputs.haircuts.lazy(), "account_id"
-        ).collect().lazy()
-        account_collateral = coll.collateral_value(collateral_valuation, "account_id").collect().lazy()
-
-    with watch.stage("accounts"):
-        marked = pl.col("kind").is_in(["option", "spot"])
-        summary = valued.group_by("account_id").agg(
-            (pl.col("net_qty") != 0).sum().cast(pl.Int64).alias("position_count"),
-            pl.col("gross_im").sum(), pl.col("net_im").sum(),
-            pl.when(marked).then(pl.col("mv_usd")).otherwise(0.0).sum().alias("position_value_usd"),
-        ).join(account_pm, on="account_id", how="left")
-        zero_filled = ["position_count", "gross_im", "net_im", "position_value_usd", "portfolio_im", "inter_credit",
-                       "collateral_value_usd", "haircut_usd"]
-        seen_ids = pl.concat([accounts.select("account_id"), checked["positions"].lazy().select(account_code),
-                              checked["collateral"].lazy().select(account_code)]).drop_nulls().unique()
-        account_margin = account_health(
-            seen_ids.join(accounts, on="account_id", how="left")
-            .join(summary, on="account_id", how="left")
-            .join(account_collateral, on="account_id", how="left")
-            .with_columns(pl.col(zero_filled).fill_null(0)),
-            margin_inputs.maintenance_ratio,
-        ).collect().lazy()
-
-    with watch.stage("groups"):
-        from transforms.pipeline import book_plan
-
-        membership = groups.group_membership(accounts).collect().lazy()
-        group_book = book_plan(groups.group_rows(positions, membership), instrument_values, unit_losses,
-                               scenario_ids, margin_inputs.offsets, "margin_group")
-        group_collateral = coll.collateral_value(
-            coll.value_collateral(coll.collateral_balances(groups.group_rows(collateral_rows, membership),
-                                                           "margin_group"),
-                                  fx, margin_inputs.haircuts.lazy(), "margin_group"),
-            "margin_group",
-        )
-        group_figures = (
-            membership.select("margin_group").unique()
-            .join(group_book.summary.select("margin_group", "position_count", "position_value_usd",
-                                            pl.col("portfolio_im").alias("group_im")), on="margin_group", how="left")
-            .join(group_collateral, on="margin_group", how="left")
-        )
-        groups.group_margin(membership, group_figures, account_margin, margin_inputs.maintenance_ratio).collect()
-    return {"timings": watch.timings}
+    begin = time.perf_counter()
+    compute_margin(margin_inputs, materialize=timed)
+    total = time.perf_counter() - begin
+    timings = {"load": watch.timings["load"], **{k: round(v, 4) for k, v in stages.items()}}
+    timings["outputs"] = round(total - sum(stages.values()), 4)
+    timings["compute"] = round(total, 4)
+    return {"timings": timings}
 
 
 def floor_polars(inputs: Path, as_of: dt.date) -> dict:

@@ -12,9 +12,10 @@ fresh subprocess, so its peak RSS (``ru_maxrss`` from ``wait4``) is its own:
 
 - ``full``      the production path (``run_end_of_day``: load, one ``collect_all``,
                 identity checks, Parquet save, DuckDB publish), median of ``--repeat``;
-- ``profile``   the same methodology stage by stage (load, validate, net, value,
-                portfolio margin, collateral, accounts, groups), each stage collected
-                separately — where the time goes;
+- ``profile``   the production ``compute_margin`` with each shared intermediate it
+                collects timed and attributed to its stage (validate, net, value,
+                portfolio margin, collateral, accounts, groups; ``outputs`` = the
+                final collect) — where the time goes;
 - ``floors``    the netting-only pipeline in Polars streaming and in DuckDB SQL on the
                 same files, median of ``--repeat``.
 
@@ -40,7 +41,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = PROJECT_ROOT / "data" / "bench"
 AS_OF = dt.date(2026, 11, 16)
 ROWS_PER_ACCOUNT = 10
-PROFILE_STAGES = ("load", "encode", "validate", "net", "value", "portfolio_margin", "collateral", "accounts", "groups")
+PROFILE_STAGES = ("load", "validate", "net", "value", "portfolio_margin", "collateral", "accounts", "groups", "outputs",
+                  "other")
 
 
 def parse_size(text: str) -> int:
