@@ -3,7 +3,7 @@
 Layout: ``<db>.results/date=YYYY-MM-DD/<table>.parquet`` plus ``run.json`` (the run
 record of the run that produced them); a partitioned run (``margin run --partitions N``)
 saves ``<table>/part-NNNNN.parquet`` instead, one file per partition, written while it
-computed (``scratch_folder``) and moved into place here.  A date's folder is replaced by renaming a
+computed (``scratch_folder``) and hard-linked into place here.  A date's folder is replaced by renaming a
 complete staging folder into place, so a reader sees the old set or the new set.  A
 process killed between the two renames leaves ``date=D.retired-<run>`` (the previous
 complete set, which ``load_results`` falls back to) and the next save cleans it up.
@@ -104,9 +104,14 @@ def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[st
                  run_record: dict) -> Path:
     """Write every result table for ``as_of`` and swap the folder into place atomically.
 
-    A table given as part files is moved (same file system, no copy) into ``<table>/``."""
+    A table given as part files is hard-linked (same file system, no copy; copied where
+    links are refused) into ``<table>/``, so the part files stay where they are until
+    their scratch folder goes and a retry after a failed attempt finds them again.  A
+    staging folder of this same run is a failed earlier attempt's, and is replaced."""
     final = date_dir(results_dir, as_of)
     staging = final.with_name(f"{final.name}.staging-{run_id}")
+    if staging.exists():  # this run's own earlier attempt (a retry of the save task)
+        shutil.rmtree(staging)
     staging.mkdir(parents=True, exist_ok=False)
     with open(staging / STAGING_LOCK, "wb") as writer_lock:
         fcntl.flock(writer_lock.fileno(), fcntl.LOCK_EX)  # released when this process ends, however
@@ -117,7 +122,7 @@ def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[st
                 continue
             (staging / table).mkdir()
             for part in source:
-                os.replace(part, staging / table / Path(part).name)
+                _link_or_copy(Path(part), staging / table / Path(part).name)
             _fsync_dir(staging / table)
         (staging / "run.json").write_text(json.dumps(run_record, sort_keys=True, default=str, indent=1))
         _fsync_dir(staging)
@@ -134,7 +139,19 @@ def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[st
             # process holds its lock (a killed run's), so a concurrent run keeps its own.
             if ".retired-" in leftover.name or not _held_by_a_live_run(leftover):
                 shutil.rmtree(leftover, ignore_errors=True)
+        # A killed partitioned run's scratch (spill files and parts, gigabytes at 100M
+        # rows) of any date goes too, so a date that is never rerun does not keep it.
+        for leftover in final.parent.glob("date=*.partial-*"):
+            if not _held_by_a_live_run(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
     return final
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def table_files(folder: Path) -> dict[str, list[Path]]:

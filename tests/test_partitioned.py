@@ -124,3 +124,31 @@ def test_two_dask_workers_equal_single_process(generated_book, prefect_api, tmp_
     stored = compute_margin_to_files(generated_book, 2, tmp_path, on_dask(workers=2, processes=False))
     assert stored.problems == []
     assert_same_results(single, stored.collect())
+
+
+def test_a_failed_save_can_be_retried_with_the_part_files(generated_book, tmp_path, monkeypatch):
+    """The save task retries on OSError: a second attempt of the same run finds its part
+    files (linked, not moved) and replaces its own half-written staging folder."""
+    from flows import results_store
+
+    results_dir = tmp_path / "warehouse.duckdb.results"
+    with results_store.scratch_folder(results_dir, GENERATED_DATE, "run-1") as scratch:
+        stored = compute_margin_to_files(generated_book, 3, scratch)
+        real_fsync_dir = results_store._fsync_dir
+        failures = iter([OSError(28, "No space left on device")])
+
+        def flaky_fsync_dir(path):
+            failure = next(failures, None) if path.name.endswith("staging-run-1") else None
+            if failure is not None:
+                raise failure
+            real_fsync_dir(path)
+
+        monkeypatch.setattr(results_store, "_fsync_dir", flaky_fsync_dir)
+        with pytest.raises(OSError, match="No space"):
+            results_store.save_results(results_dir, GENERATED_DATE, "run-1", stored.tables, {"run_id": "run-1"})
+        final = results_store.save_results(results_dir, GENERATED_DATE, "run-1", stored.tables, {"run_id": "run-1"})
+    files, record = results_store.load_results(results_dir, GENERATED_DATE)
+    assert record == {"run_id": "run-1"} and final.name == f"date={GENERATED_DATE}"
+    assert {t: len(f) for t, f in files.items()} == {t: len(f) for t, f in stored.tables.items()}
+    assert pl.scan_parquet(files["position_margin"]).select(pl.len()).collect().item() == stored.rows["position_margin"]
+    assert sorted(p.name for p in results_dir.iterdir()) == [final.name]  # scratch and staging gone
