@@ -42,6 +42,10 @@ def configure_prefect() -> None:
     Must run before ``import prefect``.
     """
     os.environ.setdefault("PREFECT_HOME", str(DATA_DIR / ".prefect"))
+    try:  # a missing home makes the temporary API server time out after minutes, not fail
+        Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # Prefect then says itself that it cannot create its home
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
