@@ -258,8 +258,10 @@ def run_end_of_day(
             record["row_counts"] = counts
             record["warnings"] = warnings_summary(results.warnings)
             stage = "check"
-            with timer.stage("check"):
+            with timer.stage("check") as note:
                 problems = _identity_problems(results)
+                if isinstance(results, StoredResults):
+                    note["note"] = "each partition's identities (checked as it ran) and the day's row counts"
             if problems:
                 raise RunFailed("identity check failed: " + "; ".join(problems[:3]))
             quarantined = result_rows["quarantine"]
