@@ -26,11 +26,6 @@ def strictly_increasing(frame: pl.DataFrame, key: list[str]) -> bool:
     return bool(frame.select(greater.fill_null(False).slice(1).all()).item())
 
 
-def has_duplicate_key(frame: pl.DataFrame, key: list[str]) -> bool:
-    """Some key appears twice (the tables arrive sorted by key, so the linear check usually decides)."""
-    return not strictly_increasing(frame, key) and bool(frame.select(key).is_duplicated().any())
-
-
 def collateral_by_account(accounts: pl.DataFrame, collateral: pl.DataFrame, sorted_by_account: bool) -> pl.DataFrame:
     """``accounts`` with, per account, Σ ``value_after_haircut_usd`` (``expected``), Σ
     ``haircut_usd`` (``haircut``) and Σ positive ``value_usd`` (``positive_value``) of its

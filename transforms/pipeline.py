@@ -122,36 +122,30 @@ class BookPlan:
 def book_plan(
     positions: pl.LazyFrame,
     instrument_values: pl.LazyFrame,
+    instruments_by_code: pl.DataFrame,
     unit_losses: pl.LazyFrame,
     scenario_ids: list[int],
     offsets: pl.DataFrame,
     book_key: str,
     materialize: Materialize = keep_lazy,
-    instruments_by_code: pl.DataFrame | None = None,
     key_order: bool = False,
 ) -> BookPlan:
     """Netting, valuation, rule margin and portfolio margin of every book keyed by ``book_key``.
 
-    With ``instruments_by_code`` (``instrument_values`` as ``encoding.by_code`` lays it
-    out) each position gathers its instrument's values by code instead of a join.
+    ``instruments_by_code`` is ``instrument_values`` as ``encoding.by_code`` lays it out:
+    each position gathers its instrument's values by code instead of a join.
     ``key_order`` (``book_key`` an integer code): the netted positions are sorted by
     (book, instrument) once, while narrow, and ``positions`` keeps that order.
     """
     netted = netting.net_positions(positions, book_key)
     if key_order:
         netted = materialize(netted).sort(encoding.composite_key(book_key, "instrument_id"))
-    if instruments_by_code is None:
-        valued = materialize(rule_margin.rule_margin(
-            valuation.value_positions(netted, instrument_values, book_key)
-        ))
-        scan = portfolio_margin.underlying_scan(valued, unit_losses, scenario_ids, book_key)
-    else:
-        # Only the columns the outputs and the scan read are gathered and kept; the scan
-        # takes its per-instrument keys and parameters from the instrument table.
-        valued = materialize(rule_margin.rule_margin(
-            valuation.value_positions_by_code(netted, instruments_by_code)
-        ).select(book_key, *POSITION_MARGIN_COLUMNS[1:], *SCAN_POSITION_COLUMNS))
-        scan = portfolio_margin.underlying_scan(valued, unit_losses, scenario_ids, book_key, instrument_values)
+    # Only the columns the outputs and the scan read are gathered and kept; the scan
+    # takes its per-instrument keys and parameters from the instrument table.
+    valued = materialize(rule_margin.rule_margin(
+        valuation.value_positions(netted, instruments_by_code)
+    ).select(book_key, *POSITION_MARGIN_COLUMNS[1:], *SCAN_POSITION_COLUMNS))
+    scan = portfolio_margin.underlying_scan(valued, instrument_values, unit_losses, scenario_ids, book_key)
     risk = materialize(portfolio_margin.underlying_risk(scan, offsets, book_key))
     held = pl.col("net_qty") != 0
     marked = pl.col("kind").is_in(["option", "spot"])
@@ -244,8 +238,8 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     # Instrument values laid out by code (row i = instrument code i): positions gather them.
     instruments_by_code = encoding.by_code(instrument_values.collect(), "instrument_id", instrument_ids.len())
     account_book = book_plan(
-        positions, instrument_values, unit_losses, scenario_ids, inputs.offsets, "account_id", materialize,
-        instruments_by_code, key_order=True,
+        positions, instrument_values, instruments_by_code, unit_losses, scenario_ids, inputs.offsets, "account_id",
+        materialize, key_order=True,
     )
     collateral_valuation, account_collateral = _collateral_book(
         collateral_rows, fx, haircuts, "account_id", materialize
@@ -254,8 +248,8 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     # Margin groups.
     membership = materialize(groups.group_membership(accounts))
     group_book = book_plan(
-        groups.group_rows(positions, membership), instrument_values, unit_losses, scenario_ids, inputs.offsets,
-        "margin_group", materialize, instruments_by_code,
+        groups.group_rows(positions, membership), instrument_values, instruments_by_code, unit_losses, scenario_ids,
+        inputs.offsets, "margin_group", materialize,
     )
     _, group_collateral = _collateral_book(groups.group_rows(collateral_rows, membership), fx, haircuts, "margin_group")
     group_figures = (

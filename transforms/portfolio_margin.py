@@ -89,10 +89,10 @@ GREEK_SUMS = ("delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd"
 
 def underlying_scan(
     valued_positions: pl.LazyFrame,
+    instruments: pl.LazyFrame,
     unit_losses: pl.LazyFrame,
     scenario_ids: Sequence[int],
     book_key: str,
-    instruments: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """One row per book × underlying the book holds (net-flat included).
 
@@ -105,11 +105,9 @@ def underlying_scan(
 
     ``instruments`` (one row per instrument: ``instrument_id``, ``underlying``, ``kind``,
     ``expiry`` and the underlying's parameters) supplies the per-instrument keys and the
-    underlyings' parameters; without it they are taken from ``valued_positions`` (two
-    ``unique`` passes over every position).
+    underlyings' parameters, so no pass over the positions is needed for them.
     """
     losses = [loss_column(sid) for sid in scenario_ids]
-    per_instrument = valued_positions if instruments is None else instruments
     units = pl.col("net_qty") * pl.col("multiplier")
     is_short = pl.col("net_qty") < 0
     short_units = pl.when(is_short).then(units.abs()).otherwise(0.0)
@@ -118,11 +116,11 @@ def underlying_scan(
     # group keys (the underlying's code, the expiry bucket) brought by the per-instrument
     # join, and the underlying's name and parameters joined afterwards.
     params = (
-        per_instrument.select("underlying", *UNDERLYING_PARAMS).unique("underlying")
+        instruments.select("underlying", *UNDERLYING_PARAMS).unique("underlying")
         .sort("underlying").with_row_index("underlying_code")
     )
     instrument_keys = (
-        per_instrument.select("instrument_id", "underlying", _expiry_bucket()).unique("instrument_id")
+        instruments.select("instrument_id", "underlying", _expiry_bucket()).unique("instrument_id")
         .join(params.select("underlying", "underlying_code"), on="underlying", how="left")
         .join(unit_losses, on="instrument_id", how="left")
         .drop("underlying")

@@ -124,35 +124,29 @@ def value_instruments(instrument_market: pl.LazyFrame, as_of) -> pl.LazyFrame:
     )
 
 
-def _position_values() -> list[pl.Expr]:
+def value_positions(netted: pl.LazyFrame, instruments_by_code: pl.DataFrame) -> pl.LazyFrame:
+    """Mark value and greeks of each netted position; one row per book × instrument, in
+    the order of ``netted``.
+
+    ``mv_usd = net_qty × multiplier × price × fx``; ``delta_units = net_qty ×
+    multiplier × delta``; ``delta_usd = delta_units × S_u × fx_u``; ``gamma_units``,
+    ``vega_usd`` and ``theta_usd`` likewise (SPEC §4).
+
+    ``instrument_id`` is a dense integer code and row ``i`` of ``instruments_by_code``
+    (``encoding.by_code``) holds instrument ``i``'s values: each instrument column is one
+    gather by code instead of a join.
+    """
+    per_instrument = [
+        pl.lit(instruments_by_code.get_column(name)).gather(pl.col("instrument_id")).alias(name)
+        for name in instruments_by_code.columns
+        if name != "instrument_id"
+    ]
     units = pl.col("net_qty") * pl.col("multiplier")
-    return [
+    return netted.with_columns(per_instrument).with_columns(
         (units * pl.col("price") * pl.col("fx")).alias("mv_usd"),
         (units * pl.col("delta")).alias("delta_units"),
         (units * pl.col("delta") * pl.col("index_price") * pl.col("index_fx")).alias("delta_usd"),
         (units * pl.col("gamma")).alias("gamma_units"),
         (units * pl.col("vega") * pl.col("fx")).alias("vega_usd"),
         (units * pl.col("theta") * pl.col("fx")).alias("theta_usd"),
-    ]
-
-
-def value_positions(netted: pl.LazyFrame, instrument_values: pl.LazyFrame, book_key: str) -> pl.LazyFrame:
-    """Mark value and greeks of each netted position; one row per book × instrument.
-
-    ``mv_usd = net_qty × multiplier × price × fx``; ``delta_units = net_qty ×
-    multiplier × delta``; ``delta_usd = delta_units × S_u × fx_u``; ``gamma_units``,
-    ``vega_usd`` and ``theta_usd`` likewise (SPEC §4).
-    """
-    return netted.join(instrument_values, on="instrument_id", how="left").with_columns(_position_values())
-
-
-def value_positions_by_code(netted: pl.LazyFrame, instruments_by_code: pl.DataFrame) -> pl.LazyFrame:
-    """``value_positions`` where ``instrument_id`` is a dense integer code and row ``i`` of
-    ``instruments_by_code`` holds instrument ``i``'s values: each instrument column is
-    one gather by code instead of a join, and the rows keep their order."""
-    per_instrument = [
-        pl.lit(instruments_by_code.get_column(name)).gather(pl.col("instrument_id")).alias(name)
-        for name in instruments_by_code.columns
-        if name != "instrument_id"
-    ]
-    return netted.with_columns(per_instrument).with_columns(_position_values())
+    )
