@@ -6,11 +6,10 @@ timings (seconds) on stdout.  Kinds:
 - ``generate``: write the synthetic book (``flows.generate.generate_day``), or tile a
   smaller cached book ×k with renamed accounts and groups (``--tile-from``, for 100M);
 - ``full``: the production path ``flows.eod.run_end_of_day`` without Prefect task
-  wrappers (load, compute = one ``collect_all``, identity check, Parquet save, DuckDB
-  publish), into a fresh warehouse under WORKDIR;
-- ``profile``: the same methodology stage by stage, each stage's plan collected
-  separately from materialised inputs, to show where the time goes (slower in total
-  than ``full``: no work is shared across stages);
+  wrappers (load, compute, identity check, Parquet save, DuckDB publish), into a fresh
+  warehouse under WORKDIR, with the peak RSS of each stage;
+- ``profile``: the production ``compute_margin`` with each shared intermediate it
+  collects timed and attributed to its stage, to show where the time goes;
 - ``partitioned``: the same production path with ``MARGIN_PARTITIONS=N`` (margin-group
   partitions, in-process; positions and collateral streamed from their files into one
   file per partition, each partition's results written as Parquet and published from
@@ -91,18 +90,45 @@ def tile_book(source: Path, target: Path, as_of: dt.date, tiles: int) -> None:
         pl.concat(scans).sink_parquet(target / folder / f"{name}.parquet")
 
 
-def measure_full(inputs: Path, as_of: dt.date, workdir: Path) -> dict:
+def resident_gb(pid: int | str = "self") -> float:
+    """Resident set size of a process (``VmRSS`` in ``/proc/<pid>/status``), in GB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024 / 1024
+
+
+def measure_eod(inputs: Path, as_of: dt.date, db: Path, partitions: int = 1) -> dict:
+    """The production path (``run_end_of_day`` without Prefect task wrappers) into a fresh
+    warehouse ``db``, with ``MARGIN_PARTITIONS=partitions``; RSS sampled every 0.25 s for
+    the peak of each stage."""
+    os.environ["MARGIN_PARTITIONS"] = str(partitions)
     from flows.eod import run_end_of_day
 
-    db = workdir / "warehouse.duckdb"
-    for stale in workdir.glob("warehouse.duckdb*"):
+    for stale in db.parent.glob(f"{db.name}*"):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    samples: list[tuple[float, float]] = []  # (seconds since start, RSS GB)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.25):
+            samples.append((time.perf_counter() - start, resident_gb()))
+
     start = time.perf_counter()
+    threading.Thread(target=sample, daemon=True).start()
     record = run_end_of_day(as_of, inputs, db, use_tasks=False)
-    total = time.perf_counter() - start
+    done.set()
     timings = dict(record["timings"])
-    timings["total"] = round(total, 4)
-    return {"timings": timings, "rows": record["row_counts"]["positions"]["read"]}
+    timings["total"] = round(time.perf_counter() - start, 4)
+    # Peak RSS per stage: the stages ran in this order, back to back (a partitioned
+    # compute as its split, partitions and merge).
+    compute = ["compute_split", "compute_partitions", "compute_merge"] if "compute_split" in timings else ["compute"]
+    peaks, begin = {}, 0.0
+    for stage in ["load", *compute, "check", "save", "publish"]:
+        end = begin + timings.get(stage, 0.0)
+        inside = [gb for t, gb in samples if begin <= t <= end]
+        peaks[stage] = round(max(inside), 3) if inside else None
+        begin = end
+    return {"timings": timings, "rows": record["row_counts"]["positions"]["read"], "partitions": partitions,
+            "peak_rss_gb_by_stage": peaks}
 
 
 def profile_stage(columns: list[str]) -> str:
@@ -210,44 +236,6 @@ def floor_duckdb(inputs: Path, as_of: dt.date) -> dict:
             "rows_out": [by_underlying.num_rows, by_account.num_rows]}
 
 
-def measure_partitioned(inputs: Path, as_of: dt.date, partitions: int, workdir: Path) -> dict:
-    """The production path with ``MARGIN_PARTITIONS=N`` (``margin run --partitions N``), load to
-    publish: positions and collateral streamed from their files into partitions, each
-    partition's results written as Parquet, the warehouse loaded from those files."""
-    os.environ["MARGIN_PARTITIONS"] = str(partitions)
-    from flows.eod import run_end_of_day
-
-    db = workdir / "partitioned.duckdb"
-    for stale in workdir.glob("partitioned.duckdb*"):
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    samples: list[tuple[float, float]] = []  # (seconds since start, RSS GB), every 0.25 s
-    done = threading.Event()
-
-    def sample() -> None:
-        status = Path("/proc/self/status")
-        while not done.wait(0.25):
-            kb = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
-            samples.append((time.perf_counter() - start, kb / 1024 / 1024))
-
-    start = time.perf_counter()
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    record = run_end_of_day(as_of, inputs, db, use_tasks=False)
-    done.set()
-    timings = dict(record["timings"])
-    timings["total"] = round(time.perf_counter() - start, 4)
-    # Peak RSS per stage: stages run in this order, back to back.
-    order = ["load", "compute_split", "compute_partitions", "compute_merge", "check", "save", "publish"]
-    peaks, begin = {}, 0.0
-    for stage in order:
-        end = begin + timings.get(stage, 0.0)
-        inside = [gb for t, gb in samples if begin <= t <= end]
-        peaks[stage] = round(max(inside), 3) if inside else None
-        begin = end
-    return {"timings": timings, "rows": record["row_counts"]["positions"]["read"], "partitions": partitions,
-            "peak_rss_gb_by_stage": peaks}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["generate", "full", "profile", "partitioned", "floor-polars",
@@ -264,11 +252,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.kind == "generate":
         out = measure_generate(args.inputs, args.date, args.accounts, args.tile_from, args.tiles)
     elif args.kind == "full":
-        out = measure_full(args.inputs, args.date, args.workdir)
+        out = measure_eod(args.inputs, args.date, args.workdir / "warehouse.duckdb")
     elif args.kind == "profile":
         out = measure_profile(args.inputs, args.date)
     elif args.kind == "partitioned":
-        out = measure_partitioned(args.inputs, args.date, args.partitions, args.workdir)
+        out = measure_eod(args.inputs, args.date, args.workdir / "partitioned.duckdb", args.partitions)
     elif args.kind == "floor-polars":
         out = floor_polars(args.inputs, args.date)
     else:

@@ -37,6 +37,8 @@ import sys
 import threading
 from pathlib import Path
 
+from benchmarks.measure import resident_gb
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = PROJECT_ROOT / "data" / "bench"
 AS_OF = dt.date(2026, 11, 16)
@@ -88,13 +90,12 @@ RSS_LIMIT_GB = float(os.environ.get("BENCH_RSS_LIMIT_GB", "22"))
 
 def _memory_watchdog(process: subprocess.Popen, stopped: threading.Event) -> None:
     """Kill ``process`` if its resident set passes ``RSS_LIMIT_GB`` (checked every 0.5 s)."""
-    status = Path(f"/proc/{process.pid}/status")
     while not stopped.wait(0.5):
         try:
-            rss_kb = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+            rss_gb = resident_gb(process.pid)
         except (OSError, StopIteration, ValueError):
             return
-        if rss_kb / 1024 / 1024 > RSS_LIMIT_GB:
+        if rss_gb > RSS_LIMIT_GB:
             process.over_limit = True
             process.kill()
             return

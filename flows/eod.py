@@ -27,12 +27,12 @@ from flows.settings import (
 import duckdb
 import polars as pl
 
-from flows import results_store, warehouse
+from flows import partitioned, results_store, warehouse
 from flows.loading import LoadedInputs, StructuralError, load_inputs
+from flows.partitioned import StoredResults
 from flows.progress import StageTimer, say
 from flows.warehouse import fault_point
 from transforms.identities import identity_violations
-from flows.partitioned import StoredResults
 from transforms.pipeline import MarginResults, compute_margin
 
 # Prefect is imported only when a task or flow is first used (``prefect_objects``):
@@ -131,24 +131,21 @@ IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn"
 @_prefect("task", "load_inputs_task", name="load inputs", **IO_RETRIES)
 def _load_inputs_step(inputs_root: str, as_of: dt.date, streamed: bool = False) -> LoadedInputs:
     # A partitioned run streams positions and collateral from their files (never read whole).
-    from flows.partitioned import STREAMED_TABLES
-
-    return load_inputs(Path(inputs_root), as_of, scan=STREAMED_TABLES if streamed else ())
+    return load_inputs(Path(inputs_root), as_of, scan=partitioned.STREAMED_TABLES if streamed else ())
 
 
 @_prefect("task", "compute_margin_task", name="compute margin")
-def _compute_margin_step(loaded: LoadedInputs, scratch: str | None = None) -> MarginResults | StoredResults:
-    """The whole book in memory, or (with ``scratch``: ``MARGIN_PARTITIONS`` > 1 or a Dask
-    address) margin-group partitions whose result tables are written under ``scratch``."""
+def _compute_margin_step(
+    loaded: LoadedInputs, scratch: str | None = None, partitions: int = 1, dask_address: str | None = None
+) -> MarginResults | StoredResults:
+    """The whole book in memory, or (with ``scratch``) ``partitions`` margin-group partitions,
+    on the Dask cluster at ``dask_address`` (``local``: a temporary one) or in this
+    process, whose result tables are written under ``scratch``."""
     if scratch is None:
         return compute_margin(loaded.margin_inputs)
-    from flows import partitioned
-
-    partitions, dask_address = compute_partitions()
     runner = partitioned.run_in_process
     if dask_address:
         runner = partitioned.on_dask(address=None if dask_address == "local" else dask_address)
-        partitions = max(partitions, 2)
     return partitioned.compute_margin_to_files(loaded.margin_inputs, partitions, Path(scratch), runner)
 
 
@@ -224,6 +221,8 @@ def run_end_of_day(
     stage = "load"
     partitions, dask_address = compute_partitions()
     partitioned_run = partitions > 1 or bool(dask_address)
+    if dask_address:
+        partitions = max(partitions, 2)
     if partitioned_run:
         record["parameters"].update({"partitions": partitions, "dask_address": dask_address})
     try:
@@ -243,7 +242,7 @@ def run_end_of_day(
             record["parameters"]["files"] = loaded.files
             stage = "compute"
             with timer.stage("compute") as note:
-                results = call(_compute_margin_step, loaded, scratch)
+                results = call(_compute_margin_step, loaded, scratch, partitions, dask_address)
                 del loaded  # a partitioned run holds no day-sized frame from here on
                 counts = {r["table"]: {k: r[k] for k in ("read", "used", "quarantined")} for r in results.counts.to_dicts()}
                 result_rows = _row_counts(results)

@@ -40,7 +40,7 @@ import polars as pl
 from flows.progress import say
 from flows.results_store import write_durably
 from transforms import validation
-from transforms.identities import identity_violations
+from transforms.identities import count_violations, identity_violations
 from transforms.pipeline import RESULT_TABLES, SORT_KEYS, MarginInputs, MarginResults, compute_margin
 
 SHARED_TABLES = ("prices", "fx_rates", "instruments")
@@ -269,20 +269,6 @@ def compute_partition_to_files(partition: MarginInputs, index: int, out_dir: Pat
         problems=problems,
         scenario_ids=results.scenario_ids,
     )
-
-
-def count_violations(counts: pl.DataFrame, quarantined: dict[str, int]) -> list[str]:
-    """The day's row-count identities: read = used + quarantined per input table, and the
-    quarantine rows written per table equal the quarantined count."""
-    problems = []
-    for row in counts.iter_rows(named=True):
-        if row["read"] != row["used"] + row["quarantined"]:
-            problems.append(f"{row['table']}: read {row['read']} != used {row['used']} + quarantined {row['quarantined']}")
-        if quarantined.get(row["table"], 0) != row["quarantined"]:
-            problems.append(
-                f"{row['table']}: {quarantined.get(row['table'], 0)} quarantine rows, counted {row['quarantined']}"
-            )
-    return problems
 
 
 #: Maps [(index, partition inputs)] to their outcomes (in process, or on a Dask cluster).

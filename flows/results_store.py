@@ -85,7 +85,7 @@ def write_durably(frame: pl.DataFrame, path: Path) -> None:
 def scratch_folder(results_dir: Path, as_of: dt.date, run_id: str) -> Iterator[Path]:
     """A folder beside the date's results where a partitioned run writes its part files
     (``date=D.partial-<run>``), locked like a staging folder so a concurrent save does not
-    clear it; removed on exit (``save_results`` has moved the files it keeps)."""
+    clear it; removed on exit (``save_results`` has hard-linked the files it keeps)."""
     folder = date_dir(results_dir, as_of).with_name(f"date={as_of.isoformat()}.partial-{run_id}")
     folder.mkdir(parents=True, exist_ok=False)
     try:

@@ -274,18 +274,18 @@ def publish_date(
         try:
             for position, table in enumerate(RESULT_TABLES):
                 con.execute(f"DELETE FROM {table} WHERE as_of_date = ?", [as_of])
-                source = tables[table]
+                source, params = tables[table], {"as_of": as_of, "run_id": run_id}
                 if isinstance(source, pl.DataFrame):
                     con.register("incoming_rows", source)
                     rows = "incoming_rows"
                 else:  # hive_partitioning off: the folder name date=D is not a column
                     rows = "read_parquet($files, hive_partitioning = false)"
+                    params["files"] = [str(f) for f in source]
                 con.execute(
                     f"INSERT INTO {table} BY NAME SELECT *, $as_of::DATE AS as_of_date, $run_id AS run_id FROM {rows}",
-                    {"as_of": as_of, "run_id": run_id}
-                    | ({} if isinstance(source, pl.DataFrame) else {"files": [str(f) for f in source]}),
+                    params,
                 )
-                if isinstance(source, pl.DataFrame):
+                if rows == "incoming_rows":
                     con.unregister("incoming_rows")
                 if position == len(RESULT_TABLES) // 2:
                     fault_point("publish-mid-transaction")

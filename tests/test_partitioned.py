@@ -21,10 +21,10 @@ from flows.partitioned import (
     STREAMED_TABLES,
     compute_margin_partitioned,
     compute_margin_to_files,
-    count_violations,
     on_dask,
     split_inputs,
 )
+from transforms.identities import count_violations
 from transforms.pipeline import compute_margin
 
 EXAMPLE_DATE = dt.date(2025, 3, 14)

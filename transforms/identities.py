@@ -58,19 +58,28 @@ def collateral_by_account(accounts: pl.DataFrame, collateral: pl.DataFrame, sort
     )
 
 
+def count_violations(counts: pl.DataFrame, quarantined: dict[str, int]) -> list[str]:
+    """Row-count identities: rows_read = rows_used + rows_quarantined per input table, and
+    ``quarantined`` (quarantine rows per source table) equals each table's count."""
+    rows = list(counts.iter_rows(named=True))
+    problems = [
+        f"{row['table']}: read {row['read']} != used {row['used']} + quarantined {row['quarantined']}"
+        for row in rows
+        if row["read"] != row["used"] + row["quarantined"]
+    ]
+    return problems + [
+        f"{row['table']}: {quarantined.get(row['table'], 0)} quarantine rows, counted {row['quarantined']}"
+        for row in rows
+        if quarantined.get(row["table"], 0) != row["quarantined"]
+    ]
+
+
 def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -> list[str]:
     """rows_read = rows_used + rows_quarantined per table; quarantine rows match the counts;
     ``collateral_value_usd = Σ value_after_haircut_usd``; ``im`` equals the figure its mode
     selects; ``Σ haircut_usd ≤ Σ value_usd`` of positive balances; one row per key."""
-    problems: list[str] = []
-    for row in counts.iter_rows(named=True):
-        if row["read"] != row["used"] + row["quarantined"]:
-            problems.append(f"{row['table']}: read {row['read']} != used {row['used']} + quarantined {row['quarantined']}")
     by_table = tables["quarantine"].group_by("source_table").len()
-    quarantined = dict(zip(by_table["source_table"], by_table["len"]))
-    for row in counts.iter_rows(named=True):
-        if quarantined.get(row["table"], 0) != row["quarantined"]:
-            problems.append(f"{row['table']}: {quarantined.get(row['table'], 0)} quarantine rows, counted {row['quarantined']}")
+    problems = count_violations(counts, dict(zip(by_table["source_table"], by_table["len"])))
 
     # One row per key, each table in key order (the linear check) or else by hashing.
     keys = {table: key for table, key in SORT_KEYS.items() if table != "quarantine"}
