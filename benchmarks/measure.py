@@ -3,7 +3,7 @@
 ``python -m benchmarks.measure KIND INPUTS DATE WORKDIR`` prints one JSON line of
 timings (seconds) on stdout.  Kinds:
 
-- ``generate``: write the synthetic book (``flows.generate.generate_day``), or tile a
+- ``generate``: write the synthetic book (``market.generate.generate_day``), or tile a
   smaller cached book ×k with renamed accounts and groups (``--tile-from``, for 100M);
 - ``full``: the production path ``flows.eod.run_end_of_day`` without Prefect task
   wrappers (load, compute, identity check, Parquet save, DuckDB publish), into a fresh
@@ -51,7 +51,7 @@ class Stopwatch:
 
 
 def measure_generate(inputs: Path, as_of: dt.date, accounts: int, tile_from: Path | None, tiles: int) -> dict:
-    from flows.generate import generate_day
+    from market.generate import generate_day
 
     start = time.perf_counter()
     if tile_from is None:

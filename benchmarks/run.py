@@ -5,7 +5,7 @@
     uv run python -m benchmarks.run --sizes 10M,100M      # 100M: needs ~24 GB and a long while
 
 For each size the harness generates a book with the project's generator
-(``flows.generate.generate_day``, ≈10 position rows per account, a third of them
+(``market.generate.generate_day``, ≈10 position rows per account, a third of them
 options, 1–3 sources per leg; 100M is the 10M book tiled ×10 with renamed accounts and
 groups) and caches it under ``data/bench/`` (git-ignored).  Every measurement runs in a
 fresh subprocess, so its peak RSS (``ru_maxrss`` from ``wait4``) is its own:

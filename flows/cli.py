@@ -93,7 +93,7 @@ def first_line(error: BaseException) -> str:
 def show_summary(db: Path, as_of: dt.date) -> None:
     """Print the day's headline figures; the date is already published, so a failure
     here (e.g. an analyst holding the file past the lock timeout) is a one-line warning."""
-    from flows.summary import print_day_summary
+    from outputs.summary import print_day_summary
 
     try:
         print_day_summary(db, as_of)
@@ -119,7 +119,7 @@ def demo(
 ) -> None:
     """Generate a realistic synthetic book for several days, run the end-of-day flow for
     each day, and print a summary of the last day.  The out-of-the-box experience."""
-    from flows.generate import generate_book
+    from market.generate import generate_book
     from flows.progress import say
 
     first = parse_date(start, "--start")
@@ -151,7 +151,7 @@ def generate(
     clean: Annotated[bool, typer.Option("--clean/--with-bad-rows", help="Leave out the deliberately bad rows.")] = False,
 ) -> None:
     """Write synthetic inputs for one or more days (and the reference tables if absent)."""
-    from flows.generate import generate_book, generate_day
+    from market.generate import generate_book, generate_day
 
     as_of = parse_date(date)
     if days == 1:
@@ -271,7 +271,7 @@ def sql(
     fail.  Tables: position_margin, underlying_risk, collateral_valuation,
     account_margin, group_margin, quarantine, runs, and the v_* views.
     """
-    from flows.sql_console import run_read_only_query
+    from outputs.sql_console import run_read_only_query
 
     try:
         output = run_read_only_query(db, query, format, limit)
@@ -322,7 +322,7 @@ def report(
         "--out", help="HTML file to write (default: margin_report_<D>.html in the current folder).")] = None,
 ) -> None:
     """Write the risk desk's daily report for one date: one self-contained HTML page (charts embedded as SVG, no network needed) with IM by mode, accounts by status, top deficits, netting and aggregation benefit, risk by underlying and the day-over-day change."""
-    from flows.report import ReportError, write_report
+    from outputs.report import ReportError, write_report
 
     as_of = parse_date(date)
     target = out or Path(f"margin_report_{as_of.isoformat()}.html")
@@ -354,7 +354,7 @@ def export(
 
     csv / parquet write account_margin and collateral_valuation for the date with a row_hash per row, plus a manifest with row counts and SHA-256 checksums.
     """
-    from flows.exports import ExportError, export_files
+    from outputs.exports import ExportError, export_files
 
     as_of = parse_date(date)
     moment = None

@@ -448,7 +448,7 @@ class ExportRefused(RuntimeError):
 @_prefect("task", "export_task", name="export", **IO_RETRIES)
 def _export_step(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt.datetime, allow_partial: bool,
                 inputs: str) -> dict:
-    from flows.exports import export_files
+    from outputs.exports import export_files
 
     result = export_files(Path(db), as_of, fmt, Path(out), reporting_time, allow_partial, Path(inputs))
     return {
@@ -494,7 +494,7 @@ def _export_reports_flow(
 
 def _markdown_artifact(record: dict, db: Path) -> None:
     """A Prefect markdown artifact (key ``margin-<date>``) with the headline figures of the published date."""
-    from flows.summary import day_summary_markdown
+    from outputs.summary import day_summary_markdown
 
     try:
         from prefect.artifacts import create_markdown_artifact

@@ -15,7 +15,7 @@ import pytest
 from lxml import etree
 
 from conftest import margin_cli
-from flows.exports import (
+from outputs.exports import (
     AUTH_108_NAMESPACE, ExportError, check_record, export_files, format_decimal, lei_problem, parse_emir_csv,
     parse_emir_xml, portfolio_code, row_hash, safe_component,
 )

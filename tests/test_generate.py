@@ -1,4 +1,4 @@
-"""Synthetic inputs (flows/generate.py) and shipped reference defaults (data/reference)."""
+"""Synthetic inputs (market/generate.py) and shipped reference defaults (data/reference)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from stdnum import lei as stdnum_lei
 
-from flows import generate as gen
-from flows import reference_defaults as refdef
+from market import generate as gen
+from market import reference_defaults as refdef
 from flows.loading import CONTRACT_SCHEMAS
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"

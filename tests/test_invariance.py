@@ -44,7 +44,7 @@ def loaded(book: str) -> MarginInputs:
 
 
 #: A random book: ("example", worked book, seed, share of position/collateral rows kept)
-#: or ("generated", accounts, seed) from ``flows.generate`` (with its deliberately bad rows).
+#: or ("generated", accounts, seed) from ``market.generate`` (with its deliberately bad rows).
 random_books = st.one_of(
     st.tuples(st.just("example"), st.sampled_from(EXAMPLE_BOOKS), st.integers(0, 2**32 - 1),
               st.sampled_from([0.3, 0.6, 0.9, 1.0])),
@@ -57,7 +57,7 @@ def write_book(spec: tuple, folder: Path) -> tuple[Path, dt.date]:
     """Write the input root of the random book ``spec`` under ``folder``; returns (root, as-of date)."""
     root = Path(folder) / "inputs"
     if spec[0] == "generated":
-        from flows.generate import generate_day
+        from market.generate import generate_day
 
         _, accounts, seed = spec
         generate_day(root, GENERATED_DAY, accounts, seed=seed, bad_rows=True)

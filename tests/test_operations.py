@@ -320,7 +320,7 @@ def test_run_log_interrupted_guess_never_overwrites_a_final_status(tmp_path):
 
 
 def test_export_flow_writes_every_format_with_one_reporting_time(baseline, tmp_path, prefect_api):
-    pytest.importorskip("flows.exports", reason="flows/exports.py (issue: exports) not there yet")
+    pytest.importorskip("outputs.exports", reason="outputs/exports.py (issue: exports) not there yet")
     from flows.eod import export_reports
 
     inputs, db, _, _ = baseline

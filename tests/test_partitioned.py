@@ -15,7 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from conftest import EXAMPLES
-from flows.generate import generate_day
+from market.generate import generate_day
 from flows.loading import load_inputs
 from flows.partitioned import (
     STREAMED_TABLES,

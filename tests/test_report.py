@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import margin_cli
-from flows.report import ReportError, report_data, write_report
+from outputs.report import ReportError, report_data, write_report
 from published_books import DAY, shared_warehouse
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import EXAMPLES, PROJECT_ROOT, margin_cli
 from flows.eod import run_end_of_day
-from flows.sql_console import run_read_only_query
+from outputs.sql_console import run_read_only_query
 
 AS_OF = dt.date(2025, 3, 14)
 HOSTILE = "o'brien\"; DROP TABLE runs; --"  # a folder name that breaks any SQL pasted together from paths

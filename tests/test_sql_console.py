@@ -10,7 +10,7 @@ import json
 import pytest
 
 from conftest import margin_cli
-from flows.sql_console import QueryRefused, run_read_only_query
+from outputs.sql_console import QueryRefused, run_read_only_query
 from published_books import DAY, shared_warehouse
 
 

@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from books import AS_OF, margin
-from flows.summary import day_summary_markdown, print_day_summary
+from outputs.summary import day_summary_markdown, print_day_summary
 from flows.warehouse import publish_date
 from published_books import run_record
 

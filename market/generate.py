@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from flows import reference_defaults as refdef
+from market import reference_defaults as refdef
 
 REFERENCE_SOURCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
 
