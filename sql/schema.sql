@@ -20,8 +20,11 @@ CREATE TABLE IF NOT EXISTS position_margin (
     vega_usd DOUBLE,
     theta_usd DOUBLE,
     net_im DOUBLE,
-    gross_im DOUBLE
+    gross_im DOUBLE,
+    worst_scenario_loss DOUBLE
 );
+-- a warehouse created before SPEC revision 2 gets the column (null on its older dates)
+ALTER TABLE position_margin ADD COLUMN IF NOT EXISTS worst_scenario_loss DOUBLE;
 
 -- grain: one row per account × underlying held (net-flat kept) per as_of_date
 CREATE TABLE IF NOT EXISTS underlying_risk (

@@ -90,3 +90,31 @@ def test_counts_that_do_not_add_up_fail(results):
     assert identity_violations(results.tables, counts) == [
         f"positions: read {counts['read'][0]} != used {counts['used'][0]} + quarantined {counts['quarantined'][0]}"
     ]
+
+
+@pytest.mark.parametrize("order", [dict, shuffled], ids=["key order", "shuffled"])
+def test_worst_scenario_loss_off_fails(results, order):
+    positions = results.tables["position_margin"].with_columns(
+        pl.when(pl.col("account_id") == "A").then(pl.col("worst_scenario_loss") * (1 + 1e-6))
+        .otherwise(pl.col("worst_scenario_loss")).alias("worst_scenario_loss")
+    )
+    problems = identity_violations(order(with_table(results.tables, "position_margin", positions)), results.counts)
+    assert problems == ["Σ worst_scenario_loss != scan_risk for 2 account × underlying rows"]  # A's BTC and ETH
+
+
+@pytest.mark.parametrize("order", [dict, shuffled], ids=["key order", "shuffled"])
+def test_worst_scenario_loss_where_scan_risk_is_zero_fails(results, order):
+    risk = results.tables["underlying_risk"].with_columns(
+        pl.when(pl.col("account_id") == "D").then(0.0).otherwise(pl.col("scan_risk")).alias("scan_risk")
+    )
+    problems = identity_violations(order(with_table(results.tables, "underlying_risk", risk)), results.counts)
+    assert problems == ["worst_scenario_loss not 0 where scan_risk is 0 for 1 account × underlying rows"]
+
+
+def test_worst_scenario_loss_sums_in_an_order_fixed_by_the_data(results):
+    from transforms.identities import worst_loss_by_underlying
+    positions = results.tables["position_margin"]
+    in_order = worst_loss_by_underlying(positions, in_key_order=True)
+    assert in_order.equals(worst_loss_by_underlying(positions.reverse(), in_key_order=False))
+    assert in_order.select("account_id", "underlying").equals(
+        results.tables["underlying_risk"].select("account_id", "underlying"))

@@ -10,9 +10,12 @@ Scenario price moves (id: move): 1,2: 0; 3,4: +1; 5,6: −1 (cover 1); 7: +2, 8:
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from books import AS_OF, EXP_0328, margin, row
+from transforms import portfolio_margin
 
 REL = 1e-9
 VOL_FLOOR = 0.45
@@ -206,3 +209,45 @@ def test_offsets_in_ascending_priority_with_remaining_deltas():
     assert sol["inter_credit"] == pytest.approx(2000.0, rel=REL)
     assert (btc["risk"], eth["risk"], sol["risk"]) == pytest.approx((2760.0, 6004.0, 3000.0), rel=REL)
     assert row(results, "account_margin", account_id="K2")["portfolio_im"] == pytest.approx(11764.0, rel=REL)
+
+
+def test_worst_scenario_loss_given_expect():
+    """Each position's share of its book × underlying's worst-scenario loss: net_qty × loss_<k*>."""
+    positions = pl.LazyFrame({
+        "account_id": ["A", "A", "A", "B", "B"],
+        "instrument_id": ["BTC-F", "BTC-PERP", "ETH-PERP", "BTC-PERP", "ETH-PERP"],
+        "underlying": ["BTC", "BTC", "ETH", "BTC", "ETH"],
+        "net_qty": [2.0, -1.0, 3.0, 0.5, 0.0],
+    })
+    scan = pl.LazyFrame({
+        "account_id": ["A", "A", "B", "B"], "underlying": ["BTC", "ETH", "BTC", "ETH"],
+        "worst_scenario": pl.Series([7, 3, 7, None], dtype=pl.Int32),
+    })
+    # unit losses −cover_k × pnl_unit_k of one contract, scenarios 3 and 7
+    unit_losses = pl.LazyFrame({
+        "instrument_id": ["BTC-F", "BTC-PERP", "ETH-PERP"],
+        "loss_3": [-100.0, -90.0, 20.0], "loss_7": [350.0, 300.0, -40.0],
+    })
+    got = portfolio_margin.worst_scenario_loss(positions, scan, unit_losses, [3, 7], "account_id").collect()
+    expect = positions.collect().with_columns(pl.Series("worst_scenario_loss", [
+        700.0,   # A BTC, k* = 7: 2 × 350
+        -300.0,  # A BTC: −1 × 300 (the hedge gains; A's BTC scan risk = 700 − 300 = 400)
+        60.0,    # A ETH, k* = 3: 3 × 20
+        150.0,   # B BTC, k* = 7: 0.5 × 300
+        0.0,     # B ETH: no worst scenario (SR 0) → 0
+    ]))
+    assert_frame_equal(got, expect)  # row order of the positions kept
+
+
+def test_worst_scenario_losses_sum_to_scan_risk(results):
+    positions = results.tables["position_margin"]
+    for account in ("C1", "C2", "C3", "K4"):
+        got = risk(results, account)
+        shares = positions.filter((pl.col("account_id") == account) & (pl.col("underlying") == "BTC"))
+        assert shares["worst_scenario_loss"].sum() == pytest.approx(got["scan_risk"], rel=1e-9)
+    # C1: long 1 BTC spot, short 1 BTC-PERP; k* = 3 (cover 1, move +1 × scan 0.1):
+    # spot −1 × 1 × 50000 × 0.1 = −5000, perpetual −(−1) × 50100 × 0.1 = +5010 → SR 10
+    c1 = {r["instrument_id"]: r["worst_scenario_loss"] for r in positions.filter(pl.col("account_id") == "C1").to_dicts()}
+    assert c1 == pytest.approx({"BTC": -5000.0, "BTC-PERP": 5010.0}, rel=1e-9)
+    flat = positions.filter(pl.col("account_id") == "Z")
+    assert flat["worst_scenario_loss"].to_list() == [0.0]  # net flat: SR 0

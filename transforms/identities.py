@@ -5,12 +5,15 @@ Each returns human-readable violations; an empty list means the identity holds.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from transforms.account_health import effective_im
 from transforms.pipeline import SORT_KEYS
 
 TOLERANCE = 1e-6
+#: Relative tolerance of Σ worst_scenario_loss = scan_risk (SPEC §5.2).
+WORST_LOSS_TOLERANCE = 1e-9
 
 
 def strictly_increasing(frame: pl.DataFrame, key: list[str]) -> bool:
@@ -58,6 +61,75 @@ def collateral_by_account(accounts: pl.DataFrame, collateral: pl.DataFrame, sort
     )
 
 
+def worst_loss_by_underlying(positions: pl.DataFrame, in_key_order: bool) -> pl.DataFrame:
+    """One row per account × underlying held, in (account_id, underlying) order:
+    ``worst_loss`` = Σ ``worst_scenario_loss`` and ``worst_loss_scale`` = Σ |…| of its
+    positions.
+
+    Each sum runs over the positions in (account_id, instrument_id) order, left to right
+    (``numpy.add.reduceat``), an order fixed by the data: bit-reproducible, unlike a
+    hash group-by.  ``in_key_order``: ``positions`` is strictly increasing in (account_id,
+    instrument_id) (what the key check verified); otherwise it is sorted first.  The
+    per-underlying runs are found on one integer key (account's run number, underlying's
+    rank), already sorted when every account's instruments of one underlying are
+    adjacent (ids that start with the underlying), else sorted stably.
+    """
+    ordered = positions.select("account_id", "instrument_id", "underlying", "worst_scenario_loss")
+    if not in_key_order:
+        ordered = ordered.sort("account_id", "instrument_id")
+    underlyings = ordered.get_column("underlying").drop_nulls().unique().sort()
+    key = ordered.select(
+        pl.col("account_id").rle_id().cast(pl.UInt64) * (1 << 32)
+        + pl.col("underlying").cast(pl.Enum(underlyings.to_list())).to_physical().cast(pl.UInt64).fill_null(0)
+    ).to_series().to_numpy()
+    losses = ordered.get_column("worst_scenario_loss").fill_null(0.0).to_numpy()
+    if key.size > 1 and not bool(np.all(key[1:] >= key[:-1])):
+        order = np.argsort(key, kind="stable")
+        key, losses = key[order], losses[order]
+        ordered = ordered[pl.Series(order)]
+    if key.size == 0:
+        return pl.DataFrame(schema={"account_id": pl.String, "underlying": pl.String,
+                                    "worst_loss": pl.Float64, "worst_loss_scale": pl.Float64})
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    return ordered[pl.Series(starts)].select("account_id", "underlying").with_columns(
+        pl.Series("worst_loss", np.add.reduceat(losses, starts)),
+        pl.Series("worst_loss_scale", np.add.reduceat(np.abs(losses), starts)),
+    )
+
+
+def worst_loss_violations(positions: pl.DataFrame, underlying_risk: pl.DataFrame, in_key_order: bool) -> list[str]:
+    """Σ ``worst_scenario_loss`` over an account's positions on ``u`` = ``scan_risk`` where it is
+    > 0, and every contribution 0 where it is 0 (SPEC §5.2), to ``WORST_LOSS_TOLERANCE``
+    of the larger of ``scan_risk`` and Σ |contribution| (the sum's rounding scale: a hedged
+    book's contributions cancel).  ``in_key_order``: both tables strictly increasing in
+    their keys; then the sums line up with ``underlying_risk`` row by row (no join)."""
+    sums = worst_loss_by_underlying(positions, in_key_order)
+    risk = underlying_risk.select("account_id", "underlying", "scan_risk")
+    aligned = (
+        in_key_order
+        and sums.height == risk.height
+        and sums.select("account_id", "underlying").equals(risk.select("account_id", "underlying"))
+    )
+    if aligned:
+        joined = risk.with_columns(sums.get_column("worst_loss"), sums.get_column("worst_loss_scale"))
+    else:
+        joined = risk.join(sums, on=["account_id", "underlying"], how="full", coalesce=True).with_columns(
+            pl.col("worst_loss", "worst_loss_scale").fill_null(0.0)
+        )
+    scan_risk = pl.col("scan_risk").fill_null(0.0)
+    scale = pl.max_horizontal(scan_risk, pl.col("worst_loss_scale"), 1.0)
+    off, unscanned = joined.select(
+        ((scan_risk > 0) & ((pl.col("worst_loss") - scan_risk).abs() > WORST_LOSS_TOLERANCE * scale)).sum().alias("off"),
+        ((scan_risk <= 0) & (pl.col("worst_loss_scale") > 0)).sum().alias("unscanned"),
+    ).row(0)
+    problems = []
+    if off:
+        problems.append(f"Σ worst_scenario_loss != scan_risk for {off} account × underlying rows")
+    if unscanned:
+        problems.append(f"worst_scenario_loss not 0 where scan_risk is 0 for {unscanned} account × underlying rows")
+    return problems
+
+
 def count_violations(counts: pl.DataFrame, quarantined: dict[str, int]) -> list[str]:
     """Row-count identities: rows_read = rows_used + rows_quarantined per input table, and
     ``quarantined`` (quarantine rows per source table) equals each table's count."""
@@ -77,7 +149,8 @@ def count_violations(counts: pl.DataFrame, quarantined: dict[str, int]) -> list[
 def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -> list[str]:
     """rows_read = rows_used + rows_quarantined per table; quarantine rows match the counts;
     ``collateral_value_usd = Σ value_after_haircut_usd``; ``im`` equals the figure its mode
-    selects; ``Σ haircut_usd ≤ Σ value_usd`` of positive balances; one row per key."""
+    selects; ``Σ haircut_usd ≤ Σ value_usd`` of positive balances; Σ ``worst_scenario_loss``
+    = ``scan_risk`` per account × underlying; one row per key."""
     by_table = tables["quarantine"].group_by("source_table").len()
     problems = count_violations(counts, dict(zip(by_table["source_table"], by_table["len"])))
 
@@ -112,4 +185,8 @@ def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -
     ).item()
     if wrong_im:
         problems.append(f"im differs from its mode's figure for {wrong_im} accounts")
+    problems += worst_loss_violations(
+        tables["position_margin"], tables["underlying_risk"],
+        in_key_order["position_margin"] and in_key_order["underlying_risk"],
+    )
     return problems + duplicate_keys

@@ -24,7 +24,10 @@ METHODOLOGY_TABLES = ("haircuts", "risk_params", "scenarios", "offsets")
 POSITION_MARGIN_COLUMNS = (
     "account_id", "instrument_id", "underlying", "kind", "net_qty", "gross_qty", "source_count", "price",
     "mv_usd", "delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd", "net_im", "gross_im",
+    "worst_scenario_loss",
 )
+#: Columns of a valued position before the scan (``worst_scenario_loss`` needs the scan's worst scenario).
+VALUED_POSITION_COLUMNS = POSITION_MARGIN_COLUMNS[1:-1]
 #: Columns of a valued position the scan reads besides the ``position_margin`` ones.
 SCAN_POSITION_COLUMNS = ("option_type", "multiplier")
 UNDERLYING_RISK_COLUMNS = (
@@ -129,6 +132,7 @@ def book_plan(
     book_key: str,
     materialize: Materialize = keep_lazy,
     key_order: bool = False,
+    worst_scenario_losses: bool = False,
 ) -> BookPlan:
     """Netting, valuation, rule margin and portfolio margin of every book keyed by ``book_key``.
 
@@ -136,6 +140,8 @@ def book_plan(
     each position gathers its instrument's values by code instead of a join.
     ``key_order`` (``book_key`` an integer code): the netted positions are sorted by
     (book, instrument) once, while narrow, and ``positions`` keeps that order.
+    ``worst_scenario_losses``: ``positions`` gets ``worst_scenario_loss`` (SPEC §5.2;
+    published for accounts, not for group books).
     """
     netted = netting.net_positions(positions, book_key)
     if key_order:
@@ -144,7 +150,7 @@ def book_plan(
     # takes its per-instrument keys and parameters from the instrument table.
     valued = materialize(rule_margin.rule_margin(
         valuation.value_positions(netted, instruments_by_code)
-    ).select(book_key, *POSITION_MARGIN_COLUMNS[1:], *SCAN_POSITION_COLUMNS))
+    ).select(book_key, *VALUED_POSITION_COLUMNS, *SCAN_POSITION_COLUMNS))
     scan = portfolio_margin.underlying_scan(valued, instrument_values, unit_losses, scenario_ids, book_key)
     risk = materialize(portfolio_margin.underlying_risk(scan, offsets, book_key))
     held = pl.col("net_qty") != 0
@@ -155,6 +161,8 @@ def book_plan(
         pl.col("net_im").sum(),
         pl.when(marked).then(pl.col("mv_usd")).otherwise(0.0).sum().alias("position_value_usd"),
     ).join(portfolio_margin.portfolio_margin(risk, book_key), on=book_key, how="left")
+    if worst_scenario_losses:
+        valued = materialize(portfolio_margin.worst_scenario_loss(valued, risk, unit_losses, scenario_ids, book_key))
     return BookPlan(positions=valued, underlying_risk=risk, summary=summary)
 
 
@@ -239,7 +247,7 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     instruments_by_code = encoding.by_code(instrument_values.collect(), "instrument_id", instrument_ids.len())
     account_book = book_plan(
         positions, instrument_values, instruments_by_code, unit_losses, scenario_ids, inputs.offsets, "account_id",
-        materialize, key_order=True,
+        materialize, key_order=True, worst_scenario_losses=True,
     )
     collateral_valuation, account_collateral = _collateral_book(
         collateral_rows, fx, haircuts, "account_id", materialize

@@ -175,6 +175,36 @@ def underlying_scan(
     ).rename({"delta_units": "net_delta_units"}).drop(losses)
 
 
+def worst_scenario_loss(
+    positions: pl.LazyFrame, scan: pl.LazyFrame, unit_losses: pl.LazyFrame, scenario_ids: Sequence[int], book_key: str
+) -> pl.LazyFrame:
+    """``positions`` (one row per book × instrument) with ``worst_scenario_loss``: the
+    position's share of its underlying's worst-scenario loss, USD (SPEC §5.2).
+
+    ``−cover_k* × net_qty × pnl_unit_k*`` = ``net_qty × loss_<k*>`` of the instrument's
+    unit losses, ``k*`` the ``worst_scenario`` of the position's book × underlying in
+    ``scan``; 0 where the underlying has no worst scenario (scan risk 0).  Positive is a
+    loss.  Over a book's positions on an underlying with scan risk > 0 these sum to
+    ``scan_risk``.  Row order of ``positions`` is kept (left joins, ``maintain_order``);
+    the second join's right side is the small instrument × scenario table.
+    """
+    unit_loss_by_scenario = unit_losses.unpivot(
+        index="instrument_id", on=[loss_column(sid) for sid in scenario_ids],
+        variable_name="loss_column", value_name="worst_unit_loss",
+    ).join(
+        pl.LazyFrame({"loss_column": [loss_column(sid) for sid in scenario_ids],
+                      "worst_scenario": pl.Series(list(scenario_ids), dtype=pl.Int32)}),
+        on="loss_column", how="inner",
+    ).select("instrument_id", "worst_scenario", "worst_unit_loss")
+    worst = scan.filter(pl.col("worst_scenario").is_not_null()).select(book_key, "underlying", "worst_scenario")
+    return (
+        positions.join(worst, on=[book_key, "underlying"], how="left", maintain_order="left")
+        .join(unit_loss_by_scenario, on=["instrument_id", "worst_scenario"], how="left", maintain_order="left")
+        .with_columns((pl.col("net_qty") * pl.col("worst_unit_loss")).fill_null(0.0).alias("worst_scenario_loss"))
+        .drop("worst_scenario", "worst_unit_loss")
+    )
+
+
 def inter_underlying_credits(underlying_risk: pl.LazyFrame, offsets: pl.DataFrame, book_key: str) -> pl.LazyFrame:
     """Adds ``inter_credit`` (credit_u) per book × underlying, offsets in ascending priority.
 
