@@ -17,38 +17,16 @@ from pathlib import Path
 
 import polars as pl
 
-from transforms.pipeline import INPUT_TABLES, METHODOLOGY_TABLES, MarginInputs
+from transforms import contract
+from transforms.contract import DATE, F64, I32, INPUT_TABLES, METHODOLOGY_TABLES, STR
+from transforms.pipeline import MarginInputs
 
-STR, F64, I32, DATE = "str", "f64", "i32", "date"
-
-#: SPEC §2 table contracts: column → type.  Optional columns are filled with nulls.
-TABLE_SCHEMAS: dict[str, dict[str, str]] = {
-    "positions": {"account_id": STR, "instrument_id": STR, "quantity": F64, "source": STR},
-    "prices": {"instrument_id": STR, "price": F64, "implied_vol": F64},
-    "collateral": {"account_id": STR, "asset": STR, "amount": F64},
-    "fx_rates": {"currency": STR, "usd_rate": F64},
-    "instruments": {
-        "instrument_id": STR, "kind": STR, "underlying": STR, "currency": STR, "multiplier": F64,
-        "expiry": DATE, "strike": F64, "option_type": STR,
-    },
-    "accounts": {"account_id": STR, "margin_group": STR, "margin_mode": STR, "lei": STR},
-    "haircuts": {"asset": STR, "tier_start_usd": F64, "haircut": F64},
-    "risk_params": {
-        "underlying": STR, "price_scan": F64, "vol_scan": F64, "im_rate": F64, "spread_rate": F64,
-        "short_option_min_rate": F64,
-    },
-    "scenarios": {"scenario_id": I32, "price_move": F64, "vol_move": F64, "cover": F64},
-    "offsets": {
-        "priority": I32, "underlying_a": STR, "underlying_b": STR, "ratio_a": F64, "ratio_b": F64,
-        "credit_rate": F64,
-    },
-}
-OPTIONAL_COLUMNS = {("positions", "source"), ("accounts", "lei")}
-POLARS_TYPES = {STR: pl.String, F64: pl.Float64, I32: pl.Int32, DATE: pl.Date}
+#: SPEC §2 table contracts (``transforms.contract``): column → type.  Optional columns are filled with nulls.
+TABLE_SCHEMAS = contract.INPUT_SCHEMAS
+OPTIONAL_COLUMNS = contract.OPTIONAL_COLUMNS
+POLARS_TYPES = contract.POLARS_TYPES
 #: The same contracts as Polars dtypes (for writers of input files: the generator, tests).
-CONTRACT_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
-    table: {column: POLARS_TYPES[kind] for column, kind in columns.items()} for table, columns in TABLE_SCHEMAS.items()
-}
+CONTRACT_SCHEMAS = contract.INPUT_POLARS_SCHEMAS
 POLICY_DEFAULTS = {
     "maintenance_ratio": 0.75,
     "vol_floor": 0.01,

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
-from flows.warehouse import RESULT_TABLES, fault_point
+from flows.warehouse import fault_point
+from transforms.contract import RESULT_TABLES
 
 
 def date_dir(results_dir: Path, as_of: dt.date) -> Path:

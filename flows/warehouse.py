@@ -23,10 +23,8 @@ import duckdb
 import polars as pl
 
 from flows.settings import SQL_DIR, run_log_for
+from transforms.contract import RESULT_TABLES  # noqa: F401 (defined once, in the contract)
 
-RESULT_TABLES = (
-    "position_margin", "underlying_risk", "collateral_valuation", "account_margin", "group_margin", "quarantine",
-)
 CONNECTION_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 LOCK_TIMEOUT_ENV = "MARGIN_LOCK_TIMEOUT"
 FAULT_STAGE_ENV = "MARGIN_FAULT_STAGE"

@@ -39,10 +39,10 @@ from stdnum.iso7064 import mod_97_10
 
 from flows.settings import DEFAULT_INPUTS
 from flows.warehouse import open_warehouse
+from transforms.contract import REPORTING_CURRENCY
 
 FORMATS = ("emir-csv", "emir-xml", "csv", "parquet")
 AUTH_108_NAMESPACE = "urn:iso:std:iso:20022:tech:xsd:auth.108.001.01"
-REPORTING_CURRENCY = "USD"
 ACTION_TYPE = "MARU"
 MAX_DIGITS = 25
 FRACTION_DIGITS = 5

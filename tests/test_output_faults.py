@@ -37,8 +37,7 @@ from flows.eod import RunFailed, run_end_of_day
 from flows.settings import results_dir_for, run_log_for
 
 AS_OF = dt.date(2025, 3, 14)
-RESULT_TABLES = ("position_margin", "underlying_risk", "collateral_valuation", "account_margin", "group_margin",
-                 "quarantine")
+from transforms.contract import RESULT_TABLES  # noqa: E402
 
 def warehouse_snapshot(db: Path) -> dict:
     """The date's published rows (by table) and the runs history."""

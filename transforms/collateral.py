@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms.validation import REPORTING_CURRENCY
+from transforms import summation
+from transforms.contract import REPORTING_CURRENCY
 
 
 def haircut_tiers(haircuts: pl.LazyFrame) -> pl.LazyFrame:
@@ -16,7 +17,10 @@ def haircut_tiers(haircuts: pl.LazyFrame) -> pl.LazyFrame:
 
 def collateral_balances(collateral: pl.LazyFrame, book_key: str = "account_id") -> pl.LazyFrame:
     """One row per book × asset: ``amount`` = Σ rows (a zero sum keeps its row)."""
-    return collateral.group_by(book_key, "asset").agg(pl.col("amount").sum())
+    return summation.ordered_sums(
+        collateral.select(book_key, "asset", "amount"), [book_key, "asset"], {"amount": "amount"},
+        order_by=["amount"],
+    )
 
 
 def value_collateral(
@@ -79,7 +83,8 @@ def value_collateral(
 
 def collateral_value(valuation: pl.LazyFrame, book_key: str = "account_id") -> pl.LazyFrame:
     """One row per book: ``collateral_value_usd = Σ value_after_haircut_usd`` and ``haircut_usd``."""
-    return valuation.group_by(book_key).agg(
-        pl.col("value_after_haircut_usd").sum().alias("collateral_value_usd"),
-        pl.col("haircut_usd").sum().alias("haircut_usd"),
+    return summation.ordered_sums(
+        valuation, [book_key],
+        {"collateral_value_usd": "value_after_haircut_usd", "haircut_usd": "haircut_usd"},
+        order_by=["asset"],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from transforms import summation
 from transforms.account_health import margin_status
 
 
@@ -31,9 +32,12 @@ def group_margin(
     members' collateral summed per asset before tiers, option and spot mark value and
     ``position_count``.  ``member_margin`` holds each account's effective ``im``.
     """
-    members = membership.join(member_margin.select("account_id", "im"), on="account_id", how="left").group_by(
-        "margin_group"
-    ).agg(pl.len().cast(pl.Int64).alias("member_count"), pl.col("im").fill_null(0.0).sum().alias("sum_member_im"))
+    members = summation.ordered_sums(
+        membership.join(member_margin.select("account_id", "im"), on="account_id", how="left"),
+        ["margin_group"],
+        {"member_count": pl.lit(1, dtype=pl.Int64), "sum_member_im": pl.col("im").fill_null(0.0)},
+        order_by=["account_id"],
+    )
     group_equity = pl.col("collateral_value_usd") + pl.col("position_value_usd")
     group_mm = pl.col("group_im") * maintenance_ratio
     return (

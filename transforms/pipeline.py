@@ -14,51 +14,24 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from transforms import collateral as coll
+from transforms import contract
+from transforms.contract import INPUT_TABLES, METHODOLOGY_TABLES, RESULT_TABLES  # noqa: F401 (re-exported)
 from transforms import encoding
-from transforms import groups, netting, portfolio_margin, rule_margin, validation, valuation
+from transforms import groups, netting, portfolio_margin, rule_margin, summation, validation, valuation
 from transforms.account_health import account_health
 
-INPUT_TABLES = ("positions", "prices", "collateral", "fx_rates", "instruments", "accounts")
-METHODOLOGY_TABLES = ("haircuts", "risk_params", "scenarios", "offsets")
-
-POSITION_MARGIN_COLUMNS = (
-    "account_id", "instrument_id", "underlying", "kind", "net_qty", "gross_qty", "source_count", "price",
-    "mv_usd", "delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd", "net_im", "gross_im",
-    "worst_scenario_loss",
-)
+POSITION_MARGIN_COLUMNS = contract.result_columns("position_margin")
 #: Columns of a valued position before the scan (``worst_scenario_loss`` needs the scan's worst scenario).
 VALUED_POSITION_COLUMNS = POSITION_MARGIN_COLUMNS[1:-1]
 #: Columns of a valued position the scan reads besides the ``position_margin`` ones.
 SCAN_POSITION_COLUMNS = ("option_type", "multiplier")
-UNDERLYING_RISK_COLUMNS = (
-    "account_id", "underlying", "net_delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd",
-    "scenario_losses", "scan_risk", "worst_scenario", "calendar_charge", "short_option_min", "inter_credit", "risk",
-)
-COLLATERAL_VALUATION_COLUMNS = (
-    "account_id", "asset", "amount", "usd_rate", "value_usd", "haircut_usd", "value_after_haircut_usd", "eligible",
-)
-ACCOUNT_MARGIN_COLUMNS = (
-    "account_id", "margin_group", "margin_mode", "lei", "position_count", "gross_im", "net_im", "portfolio_im",
-    "inter_credit", "im", "mm", "collateral_value_usd", "haircut_usd", "position_value_usd", "equity", "excess",
-    "margin_ratio", "status", "binding_status", "netting_benefit", "complete",
-)
-GROUP_MARGIN_COLUMNS = (
-    "margin_group", "member_count", "sum_member_im", "group_im", "aggregation_benefit", "group_equity",
-    "group_excess", "status",
-)
-QUARANTINE_COLUMNS = ("source_table", "row_json", "reason")
+UNDERLYING_RISK_COLUMNS = contract.result_columns("underlying_risk")
+COLLATERAL_VALUATION_COLUMNS = contract.result_columns("collateral_valuation")
+ACCOUNT_MARGIN_COLUMNS = contract.result_columns("account_margin")
+GROUP_MARGIN_COLUMNS = contract.result_columns("group_margin")
+QUARANTINE_COLUMNS = contract.result_columns("quarantine")
 #: Order of each output table (``margin_plan`` sorts by it).
-SORT_KEYS = {
-    "position_margin": ["account_id", "instrument_id"],
-    "underlying_risk": ["account_id", "underlying"],
-    "collateral_valuation": ["account_id", "asset"],
-    "account_margin": ["account_id"],
-    "group_margin": ["margin_group"],
-    "quarantine": ["source_table", "reason", "row_json"],
-}
-RESULT_TABLES = (
-    "position_margin", "underlying_risk", "collateral_valuation", "account_margin", "group_margin", "quarantine",
-)
+SORT_KEYS = contract.RESULT_KEYS
 
 
 @dataclass(frozen=True)
@@ -131,21 +104,17 @@ def book_plan(
     offsets: pl.DataFrame,
     book_key: str,
     materialize: Materialize = keep_lazy,
-    key_order: bool = False,
     worst_scenario_losses: bool = False,
 ) -> BookPlan:
     """Netting, valuation, rule margin and portfolio margin of every book keyed by ``book_key``.
 
     ``instruments_by_code`` is ``instrument_values`` as ``encoding.by_code`` lays it out:
     each position gathers its instrument's values by code instead of a join.
-    ``key_order`` (``book_key`` an integer code): the netted positions are sorted by
-    (book, instrument) once, while narrow, and ``positions`` keeps that order.
+    ``positions`` comes out in (book, instrument) order, as netting leaves it.
     ``worst_scenario_losses``: ``positions`` gets ``worst_scenario_loss`` (SPEC §5.2;
     published for accounts, not for group books).
     """
-    netted = netting.net_positions(positions, book_key)
-    if key_order:
-        netted = materialize(netted).sort(encoding.composite_key(book_key, "instrument_id"))
+    netted = materialize(netting.net_positions(positions, book_key))  # in (book, instrument) order
     # Only the columns the outputs and the scan read are gathered and kept; the scan
     # takes its per-instrument keys and parameters from the instrument table.
     valued = materialize(rule_margin.rule_margin(
@@ -153,17 +122,32 @@ def book_plan(
     ).select(book_key, *VALUED_POSITION_COLUMNS, *SCAN_POSITION_COLUMNS))
     scan = portfolio_margin.underlying_scan(valued, instrument_values, unit_losses, scenario_ids, book_key)
     risk = materialize(portfolio_margin.underlying_risk(scan, offsets, book_key))
-    held = pl.col("net_qty") != 0
-    marked = pl.col("kind").is_in(["option", "spot"])
-    summary = valued.group_by(book_key).agg(
-        held.sum().cast(pl.Int64).alias("position_count"),
-        pl.col("gross_im").sum(),
-        pl.col("net_im").sum(),
-        pl.when(marked).then(pl.col("mv_usd")).otherwise(0.0).sum().alias("position_value_usd"),
-    ).join(portfolio_margin.portfolio_margin(risk, book_key), on=book_key, how="left")
+    summary = position_summary(valued, book_key).join(
+        portfolio_margin.portfolio_margin(risk, book_key), on=book_key, how="left"
+    )
     if worst_scenario_losses:
         valued = materialize(portfolio_margin.worst_scenario_loss(valued, risk, unit_losses, scenario_ids, book_key))
     return BookPlan(positions=valued, underlying_risk=risk, summary=summary)
+
+
+def position_summary(valued: pl.LazyFrame, book_key: str) -> pl.LazyFrame:
+    """One row per book: ``position_count`` (rows with ``net_qty ≠ 0``), ``gross_im``,
+    ``net_im`` and ``position_value_usd`` (Σ ``mv_usd`` of option and spot positions).
+
+    ``valued`` is in (book, instrument) order (``netting.net_positions``); each sum adds
+    a book's positions in that order (SPEC §8)."""
+    marked = pl.col("kind").is_in(["option", "spot"])
+    return summation.ordered_sums(
+        valued,
+        [book_key],
+        {
+            "position_count": pl.col("net_qty") != 0,
+            "gross_im": "gross_im",
+            "net_im": "net_im",
+            "position_value_usd": pl.when(marked).then(pl.col("mv_usd")).otherwise(0.0),
+        },
+        presorted=True,
+    )
 
 
 def _collateral_book(collateral_rows: pl.LazyFrame, fx: pl.LazyFrame, haircuts: pl.LazyFrame, book_key: str,
@@ -247,7 +231,7 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     instruments_by_code = encoding.by_code(instrument_values.collect(), "instrument_id", instrument_ids.len())
     account_book = book_plan(
         positions, instrument_values, instruments_by_code, unit_losses, scenario_ids, inputs.offsets, "account_id",
-        materialize, key_order=True, worst_scenario_losses=True,
+        materialize, worst_scenario_losses=True,
     )
     collateral_valuation, account_collateral = _collateral_book(
         collateral_rows, fx, haircuts, "account_id", materialize
@@ -331,7 +315,7 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         account_margin_core, accounts_checked.with_columns(account_code), account_book.positions, collateral_valuation
     )
     return {
-        # Already in (account, instrument) order (book_plan's key_order).
+        # Already in (account, instrument) order (netting's order).
         "position_margin": account_book.positions.select(POSITION_MARGIN_COLUMNS)
         .with_columns(account_id, encoding.decode(instrument_ids, "instrument_id")),
         # (account, underlying) order by one integer key: codes rank the ids and names.

@@ -13,7 +13,7 @@ import datetime as dt
 
 import polars as pl
 
-REPORTING_CURRENCY = "USD"
+from transforms.contract import REPORTING_CURRENCY  # noqa: F401 (defined once, in the contract)
 
 #: SPEC §3 reason codes, in precedence order (the first that applies is recorded).
 REASON_CODES: tuple[str, ...] = (
