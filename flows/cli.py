@@ -334,6 +334,42 @@ def report(
 
 
 @app.command()
+def explain(
+    date: DateOption,
+    account: Annotated[Optional[str], typer.Option("--account", help="Account id to explain.")] = None,
+    group: Annotated[Optional[str], typer.Option("--group", help="Margin group to explain.")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    db: DbOption = DEFAULT_DB,
+    inputs: Annotated[Optional[Path], typer.Option(
+        "--inputs", help="Input root (default: the one recorded in the date's runs row).")] = None,
+) -> None:
+    """How one account's (or margin group's) published figures were reached: input rows and
+    netting, each position's valuation and margin, per underlying the scenario losses with the
+    worst marked, calendar and short option terms, offsets, R_u; im by mode; collateral tier by
+    tier; equity, excess and the rule that decided the status; the group; and what changed since
+    the previous published date.  Reads one account: fast on a large warehouse."""
+    from outputs.explain import ExplainError, explain_account, explain_group, render_text, to_json
+
+    as_of = parse_date(date)
+    if (account is None) == (group is None):
+        fail("give exactly one of --account A or --group G")
+    if format not in ("text", "json"):
+        fail(f"--format {format!r}: use text or json")
+    try:
+        document = (explain_account(db, as_of, account, inputs) if account is not None
+                    else explain_group(db, as_of, group, inputs))
+    except (ExplainError, FileNotFoundError) as error:
+        fail(first_line(error))
+    if format == "json":
+        sys.stdout.write(to_json(document))
+    else:
+        if document["inputs"].get("changed_files"):
+            typer.echo(f"margin: warning: inputs changed since the run (checksums differ): "
+                       f"{', '.join(document['inputs']['changed_files'])}", err=True)
+        render_text(document)
+
+
+@app.command()
 def export(
     date: DateOption,
     format: Annotated[str, typer.Option(

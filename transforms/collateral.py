@@ -88,3 +88,26 @@ def collateral_value(valuation: pl.LazyFrame, book_key: str = "account_id") -> p
         {"collateral_value_usd": "value_after_haircut_usd", "haircut_usd": "haircut_usd"},
         order_by=["asset"],
     )
+
+
+def haircut_by_tier(valuation: pl.LazyFrame, haircuts: pl.LazyFrame, book_key: str = "account_id") -> pl.LazyFrame:
+    """One row per book × asset × haircut tier its value reaches: ``tier_start_usd``,
+    ``tier_end_usd`` (null = open), ``haircut`` (fraction) and ``haircut_usd`` =
+    ``haircut × clamp(value_usd − start, 0, end − start)``, USD ≥ 0 (SPEC §6, §13).
+
+    A tier is reached when ``value_usd > tier_start_usd``; a balance with ``value_usd ≤ 0``
+    or an asset without haircut rows (ineligible: 100 % of its value) has no tier rows.
+    Over an eligible asset's tiers the pieces sum to its ``haircut_usd``.  Ordered by
+    book, asset, tier start.
+    """
+    tiers = haircut_tiers(haircuts)
+    start, end = pl.col("tier_start_usd"), pl.col("tier_end_usd")
+    tier_slice = (pl.col("value_usd") - start).clip(lower_bound=0.0)
+    piece = pl.col("haircut") * pl.when(end.is_null()).then(tier_slice).otherwise(pl.min_horizontal(tier_slice, end - start))
+    return (
+        valuation.select(book_key, "asset", "value_usd")
+        .join(tiers, on="asset", how="inner")
+        .filter((pl.col("value_usd") > 0) & (pl.col("value_usd") > start))
+        .select(book_key, "asset", "tier_start_usd", "tier_end_usd", "haircut", piece.alias("haircut_usd"))
+        .sort(book_key, "asset", "tier_start_usd")
+    )

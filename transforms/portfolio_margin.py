@@ -213,17 +213,10 @@ def worst_scenario_loss(
     )
 
 
-def inter_underlying_credits(underlying_risk: pl.LazyFrame, offsets: pl.DataFrame, book_key: str) -> pl.LazyFrame:
-    """Adds ``inter_credit`` (credit_u) per book × underlying, offsets in ascending priority.
-
-    ``w_u = min(SR_u / |Δ_u|, price_scan_u × S_u × fx_u)`` (0 when ``Δ_u = 0``); for each
-    offset (a, b) with ``d_a·d_b < 0``: ``n = min(|d_a|/ratio_a, |d_b|/ratio_b)``,
-    ``credit_a += credit_rate × n × ratio_a × w_a`` (b likewise), and the remaining
-    deltas shrink by ``n × ratio`` (SPEC §5.2).  The loop runs over the few offset rows;
-    each step is vectorised across every book.
-    """
+def _per_delta_risk() -> pl.Expr:
+    """``w_u = min(SR_u / |Δ_u|, price_scan_u × S_u × fx_u)``, 0 when ``Δ_u = 0`` (SPEC §5.2)."""
     delta = pl.col("net_delta_units")
-    per_delta_risk = (
+    return (
         pl.when(delta != 0)
         .then(
             pl.min_horizontal(
@@ -232,10 +225,16 @@ def inter_underlying_credits(underlying_risk: pl.LazyFrame, offsets: pl.DataFram
         )
         .otherwise(0.0)
     )
-    if offsets.height == 0:
-        return underlying_risk.with_columns(pl.lit(0.0).alias("inter_credit"))
-    ordered = offsets.sort("priority")
-    offset_underlyings = sorted(set(ordered["underlying_a"]) | set(ordered["underlying_b"]))
+
+
+def _credit_state(
+    underlying_risk: pl.LazyFrame, ordered: pl.DataFrame, offset_underlyings: list[str], book_key: str,
+    record_steps: bool = False,
+) -> pl.LazyFrame:
+    """One row per book: remaining delta ``d|u``, per-delta risk ``w|u`` and credit
+    ``credit|u`` of each offset underlying after every offset of ``ordered`` (ascending
+    priority).  ``record_steps`` keeps each offset's ``n|<priority>`` and the deltas it
+    started from (``d_a|<priority>``, ``d_b|<priority>``)."""
     # One row per book × underlying, so each sum has one non-zero term (plain sums: a
     # filtered aggregation is far slower).
     def held_in(u: str, value: pl.Expr) -> pl.Expr:
@@ -243,8 +242,8 @@ def inter_underlying_credits(underlying_risk: pl.LazyFrame, offsets: pl.DataFram
 
     state = underlying_risk.select(
         book_key,
-        *[held_in(u, delta).alias(f"d|{u}") for u in offset_underlyings],
-        *[held_in(u, per_delta_risk).alias(f"w|{u}") for u in offset_underlyings],
+        *[held_in(u, pl.col("net_delta_units")).alias(f"d|{u}") for u in offset_underlyings],
+        *[held_in(u, _per_delta_risk()).alias(f"w|{u}") for u in offset_underlyings],
     ).group_by(book_key).agg(pl.all().sum()).with_columns(
         pl.lit(0.0).alias(f"credit|{u}") for u in offset_underlyings
     )
@@ -259,12 +258,35 @@ def inter_underlying_credits(underlying_risk: pl.LazyFrame, offsets: pl.DataFram
             .then(pl.min_horizontal(d_a.abs() / ratio_a, d_b.abs() / ratio_b))
             .otherwise(0.0)
         )
-        state = state.with_columns(spread_legs.alias("spread_legs")).with_columns(
+        state = state.with_columns(spread_legs.alias("spread_legs"))
+        if record_steps:
+            priority = offset["priority"]
+            state = state.with_columns(
+                pl.col("spread_legs").alias(f"n|{priority}"), d_a.alias(f"d_a|{priority}"), d_b.alias(f"d_b|{priority}")
+            )
+        state = state.with_columns(
             (pl.col(f"credit|{a}") + rate * pl.col("spread_legs") * ratio_a * pl.col(f"w|{a}")).alias(f"credit|{a}"),
             (pl.col(f"credit|{b}") + rate * pl.col("spread_legs") * ratio_b * pl.col(f"w|{b}")).alias(f"credit|{b}"),
             (d_a - d_a.sign() * pl.col("spread_legs") * ratio_a).alias(f"d|{a}"),
             (d_b - d_b.sign() * pl.col("spread_legs") * ratio_b).alias(f"d|{b}"),
         )
+    return state
+
+
+def inter_underlying_credits(underlying_risk: pl.LazyFrame, offsets: pl.DataFrame, book_key: str) -> pl.LazyFrame:
+    """Adds ``inter_credit`` (credit_u) per book × underlying, offsets in ascending priority.
+
+    ``w_u = min(SR_u / |Δ_u|, price_scan_u × S_u × fx_u)`` (0 when ``Δ_u = 0``); for each
+    offset (a, b) with ``d_a·d_b < 0``: ``n = min(|d_a|/ratio_a, |d_b|/ratio_b)``,
+    ``credit_a += credit_rate × n × ratio_a × w_a`` (b likewise), and the remaining
+    deltas shrink by ``n × ratio`` (SPEC §5.2).  The loop runs over the few offset rows;
+    each step is vectorised across every book.
+    """
+    if offsets.height == 0:
+        return underlying_risk.with_columns(pl.lit(0.0).alias("inter_credit"))
+    ordered = offsets.sort("priority")
+    offset_underlyings = sorted(set(ordered["underlying_a"]) | set(ordered["underlying_b"]))
+    state = _credit_state(underlying_risk, ordered, offset_underlyings, book_key)
     # Back to book × underlying by a join on the book alone (one row per book).
     credit_columns = [f"credit|{u}" for u in offset_underlyings]
     inter_credit = pl.coalesce(
@@ -273,6 +295,88 @@ def inter_underlying_credits(underlying_risk: pl.LazyFrame, offsets: pl.DataFram
     return underlying_risk.join(state.select(book_key, *credit_columns), on=book_key, how="left").with_columns(
         inter_credit.alias("inter_credit")
     ).drop(credit_columns)
+
+
+def offset_credit_steps(underlying_risk: pl.LazyFrame, offsets: pl.DataFrame, book_key: str) -> pl.LazyFrame:
+    """One row per book × offset that gave a credit (``n > 0``), in priority order: the
+    pair (``underlying_a``, ``underlying_b``, ratios, ``credit_rate``), the remaining
+    deltas it started from (``d_a``, ``d_b``, units of underlying), ``n`` (spread legs),
+    the per-delta risks ``w_a``, ``w_b`` (USD per unit) and ``credit_a``, ``credit_b``
+    (USD): the steps of ``inter_underlying_credits``, by the same state (SPEC §5.2, §13).
+    Per book × underlying the credits sum, in priority order, to its ``inter_credit``."""
+    columns = {
+        book_key: pl.String, "priority": pl.Int32, "underlying_a": pl.String, "underlying_b": pl.String,
+        "ratio_a": pl.Float64, "ratio_b": pl.Float64, "credit_rate": pl.Float64, "d_a": pl.Float64,
+        "d_b": pl.Float64, "n": pl.Float64, "w_a": pl.Float64, "w_b": pl.Float64, "credit_a": pl.Float64,
+        "credit_b": pl.Float64,
+    }
+    ordered = offsets.sort("priority").filter(pl.col("underlying_a") != pl.col("underlying_b"))
+    if ordered.height == 0:
+        return underlying_risk.select(book_key).head(0).with_columns(
+            pl.lit(None, dtype=dtype).alias(name) for name, dtype in columns.items() if name != book_key
+        )
+    offset_underlyings = sorted(set(ordered["underlying_a"]) | set(ordered["underlying_b"]))
+    state = _credit_state(underlying_risk, ordered, offset_underlyings, book_key, record_steps=True)
+    steps = [
+        state.select(
+            book_key,
+            pl.lit(o["priority"], dtype=pl.Int32).alias("priority"),
+            pl.lit(o["underlying_a"]).alias("underlying_a"), pl.lit(o["underlying_b"]).alias("underlying_b"),
+            pl.lit(o["ratio_a"], dtype=pl.Float64).alias("ratio_a"), pl.lit(o["ratio_b"], dtype=pl.Float64).alias("ratio_b"),
+            pl.lit(o["credit_rate"], dtype=pl.Float64).alias("credit_rate"),
+            pl.col(f"d_a|{o['priority']}").alias("d_a"), pl.col(f"d_b|{o['priority']}").alias("d_b"),
+            pl.col(f"n|{o['priority']}").alias("n"),
+            pl.col(f"w|{o['underlying_a']}").alias("w_a"), pl.col(f"w|{o['underlying_b']}").alias("w_b"),
+            (o["credit_rate"] * pl.col(f"n|{o['priority']}") * o["ratio_a"] * pl.col(f"w|{o['underlying_a']}")).alias("credit_a"),
+            (o["credit_rate"] * pl.col(f"n|{o['priority']}") * o["ratio_b"] * pl.col(f"w|{o['underlying_b']}")).alias("credit_b"),
+        )
+        for o in ordered.iter_rows(named=True)
+    ]
+    return pl.concat(steps).filter(pl.col("n") > 0).sort(book_key, "priority")
+
+
+def calendar_buckets(positions: pl.LazyFrame, instruments: pl.LazyFrame, book_key: str) -> pl.LazyFrame:
+    """One row per book × underlying × calendar bucket: ``bucket`` (``spot``,
+    ``perpetual`` or the expiry date), ``expiry_bucket`` (its sort key, as the scan
+    uses it) and ``delta_units`` = Σ delta_units of the book's positions in it, units
+    of underlying, signed (SPEC §5.2 calendar spread charge).  ``positions``: book ×
+    instrument with ``delta_units``; ``instruments``: ``instrument_id``, ``underlying``,
+    ``kind``, ``expiry``."""
+    keys = instruments.select("instrument_id", "underlying", "kind", "expiry", _expiry_bucket())
+    label = (
+        pl.when(pl.col("kind") == "spot").then(pl.lit("spot"))
+        .when(pl.col("kind") == "perpetual").then(pl.lit("perpetual"))
+        .otherwise(pl.col("expiry").cast(pl.String))
+    )
+    return (
+        positions.select(book_key, "instrument_id", "delta_units")
+        .join(keys, on="instrument_id", how="left")
+        .with_columns(label.alias("bucket"))
+        .group_by(book_key, "underlying", "expiry_bucket", "bucket")
+        .agg(pl.col("delta_units").sum())
+        .sort(book_key, "underlying", "expiry_bucket")
+    )
+
+
+def short_option_units(positions: pl.LazyFrame, instruments: pl.LazyFrame, book_key: str) -> pl.LazyFrame:
+    """One row per book × underlying with an option position: ``short_calls`` and
+    ``short_puts`` = Σ |net_qty| × multiplier over the book's calls (puts) with
+    ``net_qty < 0``, units of underlying ≥ 0 — the quantities of the short option
+    minimum ``max(short_calls, short_puts) × S_u × fx_u × short_option_min_rate_u``
+    (SPEC §5.2).  ``instruments``: ``instrument_id``, ``kind``, ``option_type``,
+    ``multiplier``."""
+    short_units = pl.when(pl.col("net_qty") < 0).then((pl.col("net_qty") * pl.col("multiplier")).abs()).otherwise(0.0)
+    return (
+        positions.select(book_key, "instrument_id", "underlying", "net_qty")
+        .join(instruments.select("instrument_id", "kind", "option_type", "multiplier"), on="instrument_id", how="left")
+        .filter(pl.col("kind") == "option")
+        .group_by(book_key, "underlying")
+        .agg(
+            pl.when(pl.col("option_type") == "C").then(short_units).otherwise(0.0).sum().alias("short_calls"),
+            pl.when(pl.col("option_type") == "P").then(short_units).otherwise(0.0).sum().alias("short_puts"),
+        )
+        .sort(book_key, "underlying")
+    )
 
 
 def underlying_risk(scan: pl.LazyFrame, offsets: pl.DataFrame, book_key: str) -> pl.LazyFrame:
