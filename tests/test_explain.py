@@ -191,3 +191,38 @@ def test_margin_explain_command_text_and_json(published):
     assert result.stderr.count("\n") == 1 and "nearest published dates" in result.stderr
     result = margin_cli("explain", "--date", str(as_of), "--db", str(db))
     assert result.returncode == 1 and "exactly one of --account" in result.stderr
+
+
+def test_change_since_the_previous_date_is_v_account_change_for_the_account(tmp_path):
+    """Two dates of book A (the second with other quantities, one position closed): the
+    account-scoped change query gives every account's ``v_account_change`` row."""
+    import polars as pl
+
+    book = EXAMPLE_BOOKS[0]
+    first = dt.date.fromisoformat(load_expected(book)["as_of_date"])
+    second = first + dt.timedelta(days=1)
+    inputs = tmp_path / "inputs"
+    shutil.copytree(EXAMPLES / book / "inputs", inputs)
+    shutil.copytree(inputs / f"date={first}", inputs / f"date={second}")
+    positions = pl.read_parquet(inputs / f"date={second}" / "positions.parquet")
+    positions.with_row_index("row").with_columns(
+        pl.when(pl.col("row") % 3 == 0).then(pl.col("quantity") * 1.5).otherwise(pl.col("quantity")).alias("quantity")
+    ).filter(pl.col("row") % 17 != 5).drop("row").write_parquet(inputs / f"date={second}" / "positions.parquet")
+    db = tmp_path / "warehouse.duckdb"
+    for day in (first, second):
+        run_end_of_day(day, inputs, db, False, use_tasks=False)
+    con = duckdb.connect(str(db), read_only=True)
+    view = {r["account_id"]: r for r in con.sql("SELECT * FROM v_account_change WHERE as_of_date = $1",
+                                                params=[second]).pl().to_dicts()}
+    con.close()
+    assert len(view) >= 12
+    moved = 0
+    for account_id, row in view.items():
+        change = json_document(explain_account(db, second, account_id))["change"]
+        for column, value in row.items():
+            got = change[column]
+            if isinstance(value, dt.date):
+                value = value.isoformat()
+            assert close(got, value), (account_id, column, got, value)
+        moved += any(p["net_qty"] != p["prev_net_qty"] for p in change["positions_moved"])
+    assert moved > 0
