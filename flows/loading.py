@@ -24,6 +24,8 @@ from transforms.pipeline import MarginInputs
 #: SPEC §2 table contracts (``transforms.contract``): column → type.  Optional columns are filled with nulls.
 TABLE_SCHEMAS = contract.INPUT_SCHEMAS
 OPTIONAL_COLUMNS = contract.OPTIONAL_COLUMNS
+#: Optional tables (SPEC §11): absent in both folders, the run has no such output.
+OPTIONAL_TABLES = contract.OPTIONAL_INPUT_TABLES
 POLARS_TYPES = contract.POLARS_TYPES
 #: The same contracts as Polars dtypes (for writers of input files: the generator, tests).
 CONTRACT_SCHEMAS = contract.INPUT_POLARS_SCHEMAS
@@ -67,6 +69,14 @@ def locate(inputs_root: Path, as_of: dt.date, file_name: str) -> Path:
     raise StructuralError(
         date_folder(inputs_root, as_of) / file_name, None, f"file not found here nor in {Path(inputs_root) / 'reference'}"
     )
+
+
+def locate_optional(inputs_root: Path, as_of: dt.date, file_name: str) -> Path | None:
+    """``locate`` for an optional table: None when it is in neither folder."""
+    try:
+        return locate(inputs_root, as_of, file_name)
+    except StructuralError:
+        return None
 
 
 def sha256_of(path: Path) -> str:
@@ -219,6 +229,25 @@ def check_methodology(tables: dict[str, pl.DataFrame], paths: dict[str, Path]) -
     _check_range(offsets, op, "credit_rate", 0, 1)
 
 
+def check_stress_scenarios(stresses: pl.DataFrame, path: Path) -> None:
+    """SPEC §11: the stress table is trusted configuration; a bad value is structural, naming the column.
+
+    ``stress_id`` and ``underlying`` non-blank, ``price_move`` finite and > −1 (no price
+    to zero or below), ``vol_move`` finite, key (``stress_id``, ``underlying``) unique.
+    """
+    for column in ("stress_id", "underlying"):
+        values = stresses[column]
+        _require(values.null_count() == 0 and not bool((values.str.strip_chars() == "").any()), path, column,
+                 "null or blank value in the stress table")
+    for column in ("price_move", "vol_move"):
+        values = stresses[column]
+        _require(values.null_count() == 0, path, column, "null value in the stress table")
+        _require(bool(values.is_finite().all()), path, column, "NaN or infinite value in the stress table")
+    _require(bool((stresses["price_move"] > -1).all()), path, "price_move",
+             "value ≤ −1 (a stress would take a price to zero or below)")
+    _check_unique(stresses, path, ["stress_id", "underlying"])
+
+
 def read_policy(path: Path) -> dict:
     """``policy.toml`` with SPEC defaults for absent keys, range-checked."""
     try:
@@ -252,6 +281,12 @@ def load_inputs(inputs_root: Path, as_of: dt.date, scan: tuple[str, ...] = ()) -
     lazy = {name: scan_table(paths[name], name) for name in scan}
     check_methodology(tables, paths)
     policy = read_policy(policy_path)
+    optional = {name: path for name in OPTIONAL_TABLES if (path := locate_optional(inputs_root, as_of, f"{name}.parquet"))}
+    stress_scenarios = None
+    if "stress_scenarios" in optional:
+        stress_scenarios = read_table(optional["stress_scenarios"], "stress_scenarios")
+        check_stress_scenarios(stress_scenarios, optional["stress_scenarios"])
+    paths.update(optional)
     files = {name: str(path) for name, path in paths.items()} | {"policy": str(policy_path)}
     checksums = {name: sha256_of(Path(path)) for name, path in files.items()}
     margin_inputs = MarginInputs(
@@ -260,5 +295,6 @@ def load_inputs(inputs_root: Path, as_of: dt.date, scan: tuple[str, ...] = ()) -
         **{name: tables[name] for name in METHODOLOGY_TABLES},
         maintenance_ratio=policy["maintenance_ratio"],
         vol_floor=policy["vol_floor"],
+        stress_scenarios=stress_scenarios,
     )
     return LoadedInputs(margin_inputs=margin_inputs, files=files, checksums=checksums, policy=policy)

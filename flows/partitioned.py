@@ -39,7 +39,7 @@ import polars as pl
 
 from flows.progress import say
 from flows.results_store import write_durably
-from transforms import validation
+from transforms import stress, validation
 from transforms.identities import count_violations, identity_violations
 from transforms.pipeline import RESULT_TABLES, SORT_KEYS, MarginInputs, MarginResults, compute_margin
 
@@ -170,10 +170,23 @@ def merge_warnings(part_warnings: Sequence[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(part_warnings).sort("code", "account_id", nulls_last=True)
 
 
+#: Computed once for the day from every partition's breaches, never per partition.
+DAY_TABLES = ("stress_summary",)
+
+
+def day_stress_summary(part_breaches: Sequence[pl.DataFrame], stress_ids: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The day's breaches (sorted by key) and ``stress_summary`` computed once over them (SPEC §8, §11)."""
+    breaches = pl.concat(part_breaches, how="vertical_relaxed").sort(stress.SORT_KEYS["stress_results"])
+    return breaches, stress.stress_summary(breaches, stress_ids)
+
+
 def merge_results(shared: SharedTables, parts: Sequence[MarginResults]) -> MarginResults:
     """One ``MarginResults`` as ``compute_margin`` would give for the whole book."""
-    tables = {}
+    breaches, summary = day_stress_summary([p.stress_breaches for p in parts], parts[0].stress_ids)
+    tables = {"stress_summary": summary}
     for name in RESULT_TABLES:
+        if name in DAY_TABLES:
+            continue
         frames = [p.tables[name] for p in parts]
         if name == "quarantine":
             frames = [f.filter(pl.col("source_table").is_in(PARTITIONED_TABLES)) for f in frames]
@@ -184,6 +197,8 @@ def merge_results(shared: SharedTables, parts: Sequence[MarginResults]) -> Margi
         counts=merge_counts(shared, [p.counts for p in parts]),
         warnings=merge_warnings([p.warnings for p in parts]),
         scenario_ids=parts[0].scenario_ids,
+        stress_breaches=breaches,
+        stress_ids=parts[0].stress_ids,
     )
 
 
@@ -205,6 +220,7 @@ def compute_margin_partitioned(
 
 PART_FILE = "part-{index:05d}.parquet"
 SHARED_PART_FILE = "part-shared.parquet"
+DAY_PART_FILE = "part-day.parquet"
 
 
 @dataclasses.dataclass
@@ -218,6 +234,8 @@ class PartitionOutcome:
     warnings: pl.DataFrame
     problems: list[str]  # identity violations within the partition
     scenario_ids: list[int]
+    stress_breaches: pl.DataFrame  # below-mm counterparty × stress rows, for the day's stress_summary
+    stress_ids: list[str]
 
 
 @dataclasses.dataclass
@@ -252,6 +270,8 @@ def compute_partition_to_files(partition: MarginInputs, index: int, out_dir: Pat
     problems = [f"partition {index}: {p}" for p in identity_violations(results.tables, results.counts)]
     rows = {}
     for table in RESULT_TABLES:
+        if table in DAY_TABLES:
+            continue
         frame = results.tables[table]
         if table == "quarantine":  # the shared tables' quarantine is written once, by the caller
             frame = frame.filter(pl.col("source_table").is_in(PARTITIONED_TABLES))
@@ -268,6 +288,8 @@ def compute_partition_to_files(partition: MarginInputs, index: int, out_dir: Pat
         warnings=results.warnings,
         problems=problems,
         scenario_ids=results.scenario_ids,
+        stress_breaches=results.stress_breaches,
+        stress_ids=results.stress_ids,
     )
 
 
@@ -314,6 +336,10 @@ def compute_margin_to_files(
     shared_path = out_dir / "quarantine" / SHARED_PART_FILE
     shared_path.parent.mkdir(parents=True, exist_ok=True)
     write_durably(shared.quarantine, shared_path)
+    _, summary = day_stress_summary([o.stress_breaches for o in outcomes], outcomes[0].stress_ids)
+    day_files = {"stress_summary": out_dir / "stress_summary" / DAY_PART_FILE}
+    day_files["stress_summary"].parent.mkdir(parents=True, exist_ok=True)
+    write_durably(summary, day_files["stress_summary"])
     counts = merge_counts(shared, [o.counts for o in outcomes])
     quarantined: dict[str, int] = {}
     for outcome in outcomes:
@@ -322,13 +348,15 @@ def compute_margin_to_files(
                 quarantined[table] = quarantined.get(table, 0) + n
     for table, n in shared.quarantine.group_by("source_table").len().iter_rows():
         quarantined[table] = quarantined.get(table, 0) + n
-    rows = {table: sum(o.rows[table] for o in outcomes) for table in RESULT_TABLES}
+    rows = {table: sum(o.rows[table] for o in outcomes) for table in RESULT_TABLES if table not in DAY_TABLES}
     rows["quarantine"] += shared.quarantine.height
+    rows["stress_summary"] = summary.height
     tables = {
         table: [out_dir / table / PART_FILE.format(index=o.index) for o in outcomes]
         + ([shared_path] if table == "quarantine" else [])
         for table in RESULT_TABLES
-    }
+        if table not in DAY_TABLES
+    } | {table: [path] for table, path in day_files.items()}
     return StoredResults(
         tables=tables,
         rows=rows,

@@ -110,6 +110,48 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason VARCHAR NOT NULL
 );
 
+-- grain: one row per counterparty × stress where the stressed equity is below maintenance margin
+-- (SPEC §11; ladder rungs are not written, stress_summary counts them). A counterparty is a
+-- margin group (book_type 'group') or an account outside any group (book_type 'account').
+CREATE TABLE IF NOT EXISTS stress_results (
+    as_of_date DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    book_type VARCHAR NOT NULL,
+    book_id VARCHAR NOT NULL,
+    stress_id VARCHAR NOT NULL,
+    position_pnl_usd DOUBLE,
+    collateral_change_usd DOUBLE,
+    stressed_equity DOUBLE,
+    shortfall_usd DOUBLE,
+    mm DOUBLE
+);
+
+-- grain: one row per stress (ladder rungs included) per as_of_date, over all counterparties
+CREATE TABLE IF NOT EXISTS stress_summary (
+    as_of_date DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    stress_id VARCHAR NOT NULL,
+    counterparties_below_mm BIGINT,
+    counterparties_in_shortfall BIGINT,
+    total_shortfall_usd DOUBLE,
+    cover1_usd DOUBLE,
+    cover2_usd DOUBLE,
+    cover1_book_type VARCHAR,
+    cover1_book_id VARCHAR,
+    cover2_book_type VARCHAR,
+    cover2_book_id VARCHAR
+);
+
+-- grain: one row per counterparty per as_of_date (when the stress table has ladder rungs)
+CREATE TABLE IF NOT EXISTS liquidation_distance (
+    as_of_date DATE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    book_type VARCHAR NOT NULL,
+    book_id VARCHAR NOT NULL,
+    move_down DOUBLE,
+    move_up DOUBLE
+);
+
 -- grain: one row per run attempt (never replaced; failed and interrupted attempts kept)
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY,

@@ -136,6 +136,7 @@ def book(
     as_of: dt.date = AS_OF,
     maintenance_ratio: float = 0.75,
     vol_floor: float = 0.01,
+    stress_scenarios: list | None = None,
 ) -> MarginInputs:
     """MarginInputs from inline rows.
 
@@ -144,6 +145,8 @@ def book(
     margin_group, margin_mode[, lei])`` (None: every account seen, alone, in
     ``default_mode``).  ``instruments``/``prices``/``fx_rates``: a dict merged onto the
     defaults (value None removes a key) or a list of literal rows.
+    ``stress_scenarios``: ``(stress_id, underlying, price_move, vol_move)`` rows (None:
+    no stress table, SPEC §11).
     """
     positions = [tuple(p) + (None,) * (4 - len(p)) for p in positions]
     collateral = list(collateral)
@@ -165,6 +168,9 @@ def book(
         offsets=frame("offsets", OFFSETS if offsets is None else offsets),
         maintenance_ratio=maintenance_ratio,
         vol_floor=vol_floor,
+        stress_scenarios=None if stress_scenarios is None else frame(
+            "stress_scenarios", [tuple(r) + (None,) * (5 - len(r)) for r in stress_scenarios]
+        ),
     )
 
 

@@ -19,6 +19,8 @@ def results():
         collateral=[("A", "USD", 50_000.0), ("A", "BTC", 20.0), ("B", "USDC", 2_000_000.0), ("D", "ETH", 4.0),
                     ("D", "USD", -100.0)],
         accounts=[("A", None, "portfolio"), ("B", None, "cross"), ("C", "G", "isolated"), ("D", "G", "portfolio")],
+        # Every stress table has rows: B and the group breach (A holds BTC and USD against one perpetual).
+        stress_scenarios=[("crash", "*", -0.9, 0.0), ("ladder_down_50", "*", -0.5, 0.0), ("rally", "*", 0.9, 0.0)],
     )
 
 

@@ -174,7 +174,9 @@ def test_rerun_of_the_whole_run_publishes_the_same_rows(tmp_path):
 def _sorted(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     keys = {"position_margin": ["account_id", "instrument_id"], "underlying_risk": ["account_id", "underlying"],
             "collateral_valuation": ["account_id", "asset"], "account_margin": ["account_id"],
-            "group_margin": ["margin_group"], "quarantine": ["source_table", "reason", "row_json"]}
+            "group_margin": ["margin_group"], "quarantine": ["source_table", "reason", "row_json"],
+            "stress_results": ["stress_id", "book_type", "book_id"], "stress_summary": ["stress_id"],
+            "liquidation_distance": ["book_type", "book_id"]}
     return {t: frame.sort(keys[t]) for t, frame in tables.items()}
 
 

@@ -37,10 +37,24 @@ def value_collateral(
     valued = balances.join(
         fx.select(pl.col("currency").alias("asset"), "usd_rate"), on="asset", how="left"
     ).with_columns((pl.col("amount") * pl.col("usd_rate")).alias("value_usd"))
-    # One row per asset with its tiers side by side (tier j: start_j, end_j, haircut_j), so
-    # each balance takes its haircut in one left join and a horizontal sum, instead of one
-    # row per balance × tier aggregated back (10M book: 1.3 s -> 0.3 s CPU).  The number of
-    # tiers comes from the (small, trusted) methodology table.
+    side_by_side, depth = tiers_side_by_side(haircuts)
+    return (
+        valued.join(side_by_side, on="asset", how="left")
+        .with_columns(eligible_asset().alias("eligible"), tiered_haircut(pl.col("value_usd"), depth).alias("haircut_usd"))
+        .with_columns((pl.col("value_usd") - pl.col("haircut_usd")).alias("value_after_haircut_usd"))
+        .select(book_key, "asset", "amount", "usd_rate", "value_usd", "haircut_usd", "value_after_haircut_usd", "eligible")
+    )
+
+
+def tiers_side_by_side(haircuts: pl.LazyFrame) -> tuple[pl.LazyFrame, int]:
+    """One row per asset with tier j's ``tier_start_usd|j``, ``tier_end_usd|j``, ``haircut|j``
+    side by side (and ``has_tiers``), and the number of tiers of the deepest asset.
+
+    Each balance then takes its haircut in one left join and a horizontal sum
+    (``tiered_haircut``), instead of one row per balance × tier aggregated back
+    (10M book: 1.3 s -> 0.3 s CPU).  The depth comes from the (small, trusted)
+    methodology table.
+    """
     tiers = haircut_tiers(haircuts).with_columns(pl.int_range(pl.len()).over("asset").alias("tier"))
     depth = tiers.select(pl.len().over("asset").max()).collect().item() or 0
     in_tier = [pl.col("tier") == j for j in range(depth)]
@@ -52,7 +66,20 @@ def value_collateral(
         ],
         (pl.len() > 0).alias("has_tiers"),
     )
-    value = pl.col("value_usd")
+    return side_by_side, depth
+
+
+def eligible_asset() -> pl.Expr:
+    """An asset with haircut tiers, or USD (eligible at 0 % without a row)."""
+    return pl.col("has_tiers").fill_null(False) | (pl.col("asset") == REPORTING_CURRENCY)
+
+
+def tiered_haircut(value: pl.Expr, depth: int) -> pl.Expr:
+    """``haircut_usd`` of a USD ``value`` on rows joined to ``tiers_side_by_side``: marginal by
+    tier, ``Σ_i haircut_i × clamp(value − start_i, 0, start_{i+1} − start_i)`` (last tier open
+    ended) for ``value > 0``; 0 for ``value ≤ 0``; an asset without tiers is haircut 100 %
+    of a positive value, USD without a row 0 % (SPEC §6).  Stress tests (SPEC §11) apply it
+    to stressed values."""
 
     def tier_haircut(j: int) -> pl.Expr:
         start, end = pl.col(f"tier_start_usd|{j}"), pl.col(f"tier_end_usd|{j}")
@@ -61,23 +88,16 @@ def value_collateral(
             pl.min_horizontal(tier_slice, end - start)
         )
 
-    tiered_haircut = pl.sum_horizontal([tier_haircut(j) for j in range(depth)]) if depth else pl.lit(0.0)
+    by_tiers = pl.sum_horizontal([tier_haircut(j) for j in range(depth)]) if depth else pl.lit(0.0)
     has_tiers = pl.col("has_tiers").fill_null(False)
-    eligible = has_tiers | (pl.col("asset") == REPORTING_CURRENCY)
-    haircut = (
+    return (
         pl.when(value <= 0)
         .then(0.0)
         .when(has_tiers)
-        .then(tiered_haircut)
+        .then(by_tiers)
         .when(pl.col("asset") == REPORTING_CURRENCY)
         .then(0.0)
         .otherwise(value)
-    )
-    return (
-        valued.join(side_by_side, on="asset", how="left")
-        .with_columns(eligible.alias("eligible"), haircut.alias("haircut_usd"))
-        .with_columns((pl.col("value_usd") - pl.col("haircut_usd")).alias("value_after_haircut_usd"))
-        .select(book_key, "asset", "amount", "usd_rate", "value_usd", "haircut_usd", "value_after_haircut_usd", "eligible")
     )
 
 

@@ -48,9 +48,12 @@ INPUT_SCHEMAS: dict[str, dict[str, str]] = {
         "priority": I32, "underlying_a": STR, "underlying_b": STR, "ratio_a": F64, "ratio_b": F64,
         "credit_rate": F64,
     },
+    "stress_scenarios": {"stress_id": STR, "underlying": STR, "price_move": F64, "vol_move": F64, "description": STR},
 }
 #: Columns a file may lack (filled with nulls).
-OPTIONAL_COLUMNS = frozenset({("positions", "source"), ("accounts", "lei")})
+OPTIONAL_COLUMNS = frozenset({("positions", "source"), ("accounts", "lei"), ("stress_scenarios", "description")})
+#: Tables that may be absent from both folders (SPEC §11: no stress table, no stress output).
+OPTIONAL_INPUT_TABLES = ("stress_scenarios",)
 POLARS_TYPES = {STR: pl.String, F64: pl.Float64, I32: pl.Int32, DATE: pl.Date}
 #: ``INPUT_SCHEMAS`` as Polars dtypes (for writers of input files: the generator, tests).
 INPUT_POLARS_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
@@ -88,6 +91,17 @@ RESULT_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "group_equity": F, "group_excess": F, "status": S,
     },
     "quarantine": {"source_table": S, "row_json": S, "reason": S},
+    # SPEC §11 (empty when the day has no stress table); a counterparty is (book_type, book_id).
+    "stress_results": {
+        "book_type": S, "book_id": S, "stress_id": S, "position_pnl_usd": F, "collateral_change_usd": F,
+        "stressed_equity": F, "shortfall_usd": F, "mm": F,
+    },
+    "stress_summary": {
+        "stress_id": S, "ladder_move": F, "counterparties_below_mm": I, "counterparties_in_shortfall": I,
+        "total_shortfall_usd": F, "cover1_usd": F, "cover2_usd": F, "cover1_book_type": S, "cover1_book_id": S,
+        "cover2_book_type": S, "cover2_book_id": S,
+    },
+    "liquidation_distance": {"book_type": S, "book_id": S, "move_down": F, "move_up": F},
 }
 #: The result tables, in publish order.
 RESULT_TABLES: tuple[str, ...] = tuple(RESULT_SCHEMAS)
@@ -100,7 +114,12 @@ RESULT_KEYS: dict[str, list[str]] = {
     "account_margin": ["account_id"],
     "group_margin": ["margin_group"],
     "quarantine": ["source_table", "reason", "row_json"],
+    "stress_results": ["stress_id", "book_type", "book_id"],
+    "stress_summary": ["stress_id"],
+    "liquidation_distance": ["book_type", "book_id"],
 }
+#: The stress-test tables (SPEC §11).
+STRESS_TABLES = ("stress_results", "stress_summary", "liquidation_distance")
 
 
 def result_columns(table: str) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from transforms import collateral as coll
 from transforms import contract
 from transforms.contract import INPUT_TABLES, METHODOLOGY_TABLES, RESULT_TABLES  # noqa: F401 (re-exported)
 from transforms import encoding
-from transforms import groups, netting, portfolio_margin, rule_margin, summation, validation, valuation
+from transforms import groups, netting, portfolio_margin, rule_margin, stress, summation, validation, valuation
 from transforms.account_health import account_health
 
 POSITION_MARGIN_COLUMNS = contract.result_columns("position_margin")
@@ -32,6 +32,8 @@ GROUP_MARGIN_COLUMNS = contract.result_columns("group_margin")
 QUARANTINE_COLUMNS = contract.result_columns("quarantine")
 #: Order of each output table (``margin_plan`` sorts by it).
 SORT_KEYS = contract.RESULT_KEYS
+#: SPEC §11 tables (empty when the day has no stress table).
+STRESS_TABLES = contract.STRESS_TABLES
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class MarginInputs:
     offsets: pl.DataFrame
     maintenance_ratio: float = 0.75
     vol_floor: float = 0.01
+    #: SPEC §11 stress table (trusted, validated), or None: no stress output.
+    stress_scenarios: pl.DataFrame | None = None
 
 
 @dataclass
@@ -66,6 +70,10 @@ class MarginResults:
     counts: pl.DataFrame
     warnings: pl.DataFrame
     scenario_ids: list[int] = field(default_factory=list)
+    #: Every below-mm counterparty × stress, ladder rungs included (``stress.stress_breaches``):
+    #: the day's ``stress_summary`` is computed from all partitions' rows together.
+    stress_breaches: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=stress.STRESS_RESULTS_SCHEMA))
+    stress_ids: list[str] = field(default_factory=list)
 
 
 #: Applied to every intermediate frame that several outputs share.
@@ -243,7 +251,9 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         groups.group_rows(positions, membership), instrument_values, instruments_by_code, unit_losses, scenario_ids,
         inputs.offsets, "margin_group", materialize,
     )
-    _, group_collateral = _collateral_book(groups.group_rows(collateral_rows, membership), fx, haircuts, "margin_group")
+    group_collateral_valuation, group_collateral = _collateral_book(
+        groups.group_rows(collateral_rows, membership), fx, haircuts, "margin_group", materialize
+    )
     group_figures = (
         membership.select("margin_group").unique()
         .join(group_book.summary.select("margin_group", "position_count", "position_value_usd",
@@ -309,6 +319,12 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         ]
     )
 
+    stress_plans = stress_plan(
+        inputs, instrument_values, instrument_ids, validation.usable_rows(instruments_checked), membership,
+        account_book.positions, group_book.positions, collateral_valuation, group_collateral_valuation,
+        account_margin_core, group_margin, account_ids, materialize,
+    )
+
     # Sorted by each table's key on the codes (the same order as the ids), then decoded.
     account_id = encoding.decode(account_ids, "account_id")
     warnings = data_quality_warnings(
@@ -327,8 +343,87 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         .with_columns(account_id),
         "group_margin": group_margin.select(GROUP_MARGIN_COLUMNS).sort(SORT_KEYS["group_margin"]),
         "quarantine": quarantine.select(QUARANTINE_COLUMNS).sort(SORT_KEYS["quarantine"]),
+        **stress_plans,
         "counts": counts,
         "warnings": warnings.sort("code", "account_id", nulls_last=True).with_columns(account_id),
+    }
+
+
+def stress_plan(
+    inputs: MarginInputs,
+    instrument_values: pl.LazyFrame,
+    instrument_ids: pl.Series,
+    valid_instruments: pl.LazyFrame,
+    membership: pl.LazyFrame,
+    account_positions: pl.LazyFrame,
+    group_positions: pl.LazyFrame,
+    account_collateral: pl.LazyFrame,
+    group_collateral: pl.LazyFrame,
+    account_margin_core: pl.LazyFrame,
+    group_margin: pl.LazyFrame,
+    account_ids: pl.Series,
+    materialize: Materialize = keep_lazy,
+) -> dict[str, pl.LazyFrame]:
+    """SPEC §11 per counterparty: ``stress_breaches`` (every below-mm counterparty × stress,
+    rungs included), ``stress_results`` (the published breaches) and ``liquidation_distance``.
+
+    Counterparties: accounts outside any group (``account_positions`` is the account book in
+    (account, instrument) order, codes) and margin groups (their netted book, pooled
+    collateral, ``group_equity`` and ``group_mm``).  Empty frames without a stress table.
+    """
+    table = inputs.stress_scenarios
+    if table is None:
+        return {
+            "stress_breaches": pl.LazyFrame(schema=stress.STRESS_RESULTS_SCHEMA),
+            "stress_results": pl.LazyFrame(schema=stress.STRESS_RESULTS_SCHEMA),
+            "liquidation_distance": pl.LazyFrame(schema=stress.LIQUIDATION_DISTANCE_SCHEMA),
+        }
+    ids = stress.stress_ids(table)
+    count = len(ids)
+    rungs = stress.ladder_rungs(table)
+    # Moves of every underlying of a valid instrument; instruments revalued once per stress.
+    moves = materialize(stress.stress_moves(table, valid_instruments.select("underlying")))
+    unit_pnl = stress.wide_by_stress(
+        stress.stress_unit_pnl(instrument_values, moves, inputs.vol_floor), "instrument_id", "pnl_unit", ids,
+        stress.pnl_column,
+    )
+    pnl_by_code = encoding.by_code(unit_pnl.collect(), "instrument_id", instrument_ids.len())
+    asset_moves = stress.wide_by_stress(
+        moves.rename({"underlying": "asset"}), "asset", "price_move", ids, stress.move_column
+    )
+    haircuts = inputs.haircuts.lazy()
+
+    def book(figures, positions, collateral, book_key, book_type, book_id):
+        pnl = stress.position_pnl(positions, pnl_by_code, count, book_key)
+        change = stress.collateral_change(
+            stress.stressed_collateral(collateral, asset_moves, haircuts, count, book_key), count, book_key
+        )
+        return stress.counterparty_stress(figures, pnl, change, count, book_key).select(
+            pl.lit(book_type).alias("book_type"), book_id.alias("book_id"), pl.exclude(book_key)
+        )
+
+    member = membership.select("account_id")
+    accounts = book(
+        account_margin_core.filter(pl.col("margin_group").is_null()).select("account_id", "equity", "mm"),
+        # Still in (account, instrument) order: an anti join keeping the left order.
+        account_positions.join(member, on="account_id", how="anti", maintain_order="left"),
+        account_collateral.join(member, on="account_id", how="anti"),
+        "account_id", stress.ACCOUNT_BOOK, encoding.decode(account_ids, "account_id"),
+    )
+    group_figures = group_margin.select(
+        "margin_group", pl.col("group_equity").alias("equity"),
+        (pl.col("group_im") * inputs.maintenance_ratio).alias("mm"),
+    )
+    groups_ = book(
+        group_figures, group_positions.sort("margin_group", "instrument_id"), group_collateral,
+        "margin_group", stress.GROUP_BOOK, pl.col("margin_group"),
+    )
+    counterparties = materialize(pl.concat([accounts, groups_], how="vertical"))
+    breaches = materialize(stress.stress_breaches(counterparties, ids))
+    return {
+        "stress_breaches": breaches,
+        "stress_results": stress.stress_results(breaches, rungs),
+        "liquidation_distance": stress.liquidation_distance(counterparties, ids, rungs),
     }
 
 
@@ -377,14 +472,19 @@ def compute_margin(inputs: MarginInputs, materialize: Materialize = materialized
     # shared intermediates (group-bys and joins) were collected by the streaming engine, and
     # so are the small tables filtered out of them (quarantine from the 10M checked
     # positions: 0.01 s streaming, 0.8 s in-memory).
-    filtered = ["quarantine", "counts", "warnings"]
+    filtered = ["quarantine", "counts", "warnings", "stress_breaches"]
     gathered = [name for name in plan if name not in filtered]
     frames = dict(zip(gathered, pl.collect_all([plan[n] for n in gathered], engine="in-memory")))
     frames.update(zip(filtered, pl.collect_all([plan[n] for n in filtered], engine="streaming")))
+    ids = stress.stress_ids(inputs.stress_scenarios) if inputs.stress_scenarios is not None else []
+    # The whole book is one partition here: its breaches are all the day's.
+    frames["stress_summary"] = stress.stress_summary(frames["stress_breaches"], ids)
     tables = {name: frames[name] for name in RESULT_TABLES}
     return MarginResults(
         tables=tables,
         counts=frames["counts"],
         warnings=frames["warnings"],
         scenario_ids=sorted(inputs.scenarios["scenario_id"].to_list()),
+        stress_breaches=frames["stress_breaches"],
+        stress_ids=ids,
     )
