@@ -149,11 +149,19 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed; same seed, date and size give identical files.")] = 7,
     days: Annotated[int, typer.Option(help="Consecutive days starting at --date.")] = 1,
     clean: Annotated[bool, typer.Option("--clean/--with-bad-rows", help="Leave out the deliberately bad rows.")] = False,
+    scenarios: Annotated[Optional[str], typer.Option(
+        help="Scenario grid to install as reference/scenarios.parquet: default (SPAN 16) or extended "
+             "(Deribit-style, extended upward moves and vol shocks); replaces the root's grid.")] = None,
 ) -> None:
     """Write synthetic inputs for one or more days (and the reference tables if absent)."""
-    from market.generate import generate_book, generate_day
+    from market.generate import generate_book, generate_day, install_scenario_grid
+    from market.reference_defaults import SCENARIO_GRIDS
 
     as_of = parse_date(date)
+    if scenarios is not None:
+        if scenarios not in SCENARIO_GRIDS:
+            fail(f"--scenarios {scenarios!r}: unknown grid (one of {', '.join(SCENARIO_GRIDS)})")
+        typer.echo(str(install_scenario_grid(out, scenarios)))
     if days == 1:
         folders = [generate_day(out, as_of, accounts, seed, bad_rows=not clean)]
     else:

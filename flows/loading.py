@@ -216,12 +216,14 @@ def check_methodology(tables: dict[str, pl.DataFrame], paths: dict[str, Path]) -
     _require(scenarios.height > 0, sp, "scenario_id", "no scenarios")
     _check_unique(scenarios, sp, ["scenario_id"])
     _check_range(scenarios, sp, "cover", 0, 1)
-    largest_move = float(scenarios["price_move"].abs().max())
-    if risk.height:
+    # Only downward moves can take a price to zero or below: 1 + price_scan_u × min_k price_move_k > 0
+    # for every underlying (SPEC §2); upward moves are unbounded (extended grids, +10 scan ranges).
+    lowest_move = float(scenarios["price_move"].min())
+    if risk.height and lowest_move < 0:
         largest_scan = float(risk["price_scan"].max())
-        _require(largest_scan * largest_move < 1, rp, "price_scan",
-                 f"price_scan × max |price_move| must be < 1 (a scenario would take a price to zero or below): "
-                 f"{largest_scan:g} × {largest_move:g} with price_move from {sp}")
+        _require(1 + largest_scan * lowest_move > 0, rp, "price_scan",
+                 f"1 + price_scan × min price_move must be > 0 (a scenario would take a price to zero or below): "
+                 f"1 + {largest_scan:g} × {lowest_move:g} with price_move from {sp}")
     offsets, op = tables["offsets"], paths["offsets"]
     _check_unique(offsets, op, ["priority"])
     _check_range(offsets, op, "ratio_a", 0, math.inf, open_low=True)

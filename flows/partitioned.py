@@ -174,15 +174,18 @@ def merge_warnings(part_warnings: Sequence[pl.DataFrame]) -> pl.DataFrame:
 DAY_TABLES = ("stress_summary",)
 
 
-def day_stress_summary(part_breaches: Sequence[pl.DataFrame], stress_ids: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def day_stress_summary(
+    part_breaches: Sequence[pl.DataFrame], stress_ids: list[str], ladder_moves: dict[str, float]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The day's breaches (sorted by key) and ``stress_summary`` computed once over them (SPEC §8, §11)."""
     breaches = pl.concat(part_breaches, how="vertical_relaxed").sort(stress.SORT_KEYS["stress_results"])
-    return breaches, stress.stress_summary(breaches, stress_ids)
+    return breaches, stress.stress_summary(breaches, stress_ids, ladder_moves)
 
 
 def merge_results(shared: SharedTables, parts: Sequence[MarginResults]) -> MarginResults:
     """One ``MarginResults`` as ``compute_margin`` would give for the whole book."""
-    breaches, summary = day_stress_summary([p.stress_breaches for p in parts], parts[0].stress_ids)
+    breaches, summary = day_stress_summary([p.stress_breaches for p in parts], parts[0].stress_ids,
+                                           parts[0].ladder_moves)
     tables = {"stress_summary": summary}
     for name in RESULT_TABLES:
         if name in DAY_TABLES:
@@ -199,6 +202,7 @@ def merge_results(shared: SharedTables, parts: Sequence[MarginResults]) -> Margi
         scenario_ids=parts[0].scenario_ids,
         stress_breaches=breaches,
         stress_ids=parts[0].stress_ids,
+        ladder_moves=parts[0].ladder_moves,
     )
 
 
@@ -236,6 +240,7 @@ class PartitionOutcome:
     scenario_ids: list[int]
     stress_breaches: pl.DataFrame  # below-mm counterparty × stress rows, for the day's stress_summary
     stress_ids: list[str]
+    ladder_moves: dict[str, float]
 
 
 @dataclasses.dataclass
@@ -290,6 +295,7 @@ def compute_partition_to_files(partition: MarginInputs, index: int, out_dir: Pat
         scenario_ids=results.scenario_ids,
         stress_breaches=results.stress_breaches,
         stress_ids=results.stress_ids,
+        ladder_moves=results.ladder_moves,
     )
 
 
@@ -336,7 +342,8 @@ def compute_margin_to_files(
     shared_path = out_dir / "quarantine" / SHARED_PART_FILE
     shared_path.parent.mkdir(parents=True, exist_ok=True)
     write_durably(shared.quarantine, shared_path)
-    _, summary = day_stress_summary([o.stress_breaches for o in outcomes], outcomes[0].stress_ids)
+    _, summary = day_stress_summary([o.stress_breaches for o in outcomes], outcomes[0].stress_ids,
+                                    outcomes[0].ladder_moves)
     day_files = {"stress_summary": out_dir / "stress_summary" / DAY_PART_FILE}
     day_files["stress_summary"].parent.mkdir(parents=True, exist_ok=True)
     write_durably(summary, day_files["stress_summary"])

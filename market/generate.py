@@ -938,6 +938,24 @@ def ensure_reference(input_root: Path, n_accounts: int, seed: int) -> None:
         _atomic_write(accounts_frame(account_plan(int(n_accounts), int(seed))), accounts)
 
 
+def install_scenario_grid(input_root: Path, name: str) -> Path:
+    """Copy the shipped grid ``name`` (``reference_defaults.SCENARIO_GRIDS``) to
+    ``input_root/reference/scenarios.parquet``, replacing the grid there; returns that path."""
+    ref = Path(input_root) / "reference"
+    ref.mkdir(parents=True, exist_ok=True)
+    file_name = refdef.SCENARIO_GRIDS[name]
+    source = REFERENCE_SOURCE_DIR / file_name
+    target = ref / "scenarios.parquet"
+    if source.exists():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    else:  # installed without data/: build the same grid from code
+        grid = refdef.extended_scenarios_frame() if name == "extended" else refdef.scenarios_frame()
+        _atomic_write(grid, target)
+    return target
+
+
 def _atomic_write(df: pl.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     df.write_parquet(tmp)

@@ -18,6 +18,10 @@ Calibration (see ``data/reference/README.md``):
   no scenario takes a price to zero.
 * Haircuts are marginal by USD tier (like tax brackets); ``PEPE`` deliberately has no
   row so it is an ineligible collateral asset.
+* Stress scenarios (SPEC §11): the liquidation ladder every 5 % to ±50 % and four named
+  market-wide stresses (``STRESSES``).
+* A second scenario grid, ``scenarios_extended.parquet`` (not copied by default; ``margin
+  generate --scenarios extended``): the 16 rows plus extended upward moves and vol shocks.
 """
 
 from __future__ import annotations
@@ -70,6 +74,71 @@ OFFSETS: list[tuple[int, str, str, float, float, float]] = [
     (3, "ETH", "SOL", 1.0, 20.0, 0.30),
     (4, "BTC", "DOGE", 1.0, 400_000.0, 0.15),
 ]
+
+
+#: Named market-wide stresses (SPEC §11): stress_id → [(underlying, price_move, vol_move)],
+#: ``*`` = every underlying not listed; the first row carries the description.
+STRESSES: dict[str, tuple[str, list[tuple[str, float, float]]]] = {
+    "crypto_crash": (
+        "market crash: BTC -30 %, ETH -40 %, every other coin -50 %, vols +30 pts",
+        [("BTC", -0.30, 0.30), ("ETH", -0.40, 0.30), ("*", -0.50, 0.30)],
+    ),
+    "squeeze_rally": (
+        "short squeeze: BTC +30 %, ETH +40 %, every other coin +60 %, vols +20 pts",
+        [("BTC", 0.30, 0.20), ("ETH", 0.40, 0.20), ("*", 0.60, 0.20)],
+    ),
+    "vol_crush": ("no price move, every implied vol -20 pts", [("*", 0.0, -0.20)]),
+    "btc_decouple": ("BTC -25 % with vols +15 pts, other coins unmoved", [("BTC", -0.25, 0.15)]),
+}
+#: Ladder rungs: every underlying moved by ±5 % … ±50 % (vol unchanged).
+LADDER_STEPS = tuple(range(5, 55, 5))
+
+#: Extended grid (Deribit-style): (price_move in scan ranges, vol_move in vol scans, cover)
+#: added after the 16 default rows, ids 17 on.
+EXTENDED_ROWS: list[tuple[float, float, float]] = [
+    (3.0, 1.0, 0.35),   # +3 scan ranges with vol up: a squeeze well past the one-day move
+    (5.0, 1.0, 0.25),   # +5
+    (10.0, 1.0, 0.15),  # +10 (BTC +150 %, DOGE +350 %): the unbounded upside of a short
+    (0.0, 2.0, 1.0),    # vol shock up (two vol scans), price unchanged
+    (0.0, -2.0, 1.0),   # vol shock down (floored at vol_floor)
+]
+
+
+def stress_scenarios_frame() -> pl.DataFrame:
+    """The shipped stress table: the ladder, then the named stresses (SPEC §11)."""
+    rows: list[tuple[str, str, float, float, str | None]] = []
+    for step in LADDER_STEPS:
+        rows.append((f"ladder_down_{step:02d}", "*", -step / 100.0, 0.0, f"every underlying -{step} %"))
+        rows.append((f"ladder_up_{step:02d}", "*", step / 100.0, 0.0, f"every underlying +{step} %"))
+    for stress_id, (description, moves) in STRESSES.items():
+        for position, (underlying, price_move, vol_move) in enumerate(moves):
+            rows.append((stress_id, underlying, price_move, vol_move, description if position == 0 else None))
+    return pl.DataFrame(
+        rows,
+        schema={"stress_id": pl.String, "underlying": pl.String, "price_move": pl.Float64, "vol_move": pl.Float64,
+                "description": pl.String},
+        orient="row",
+    )
+
+
+def extended_scenarios_frame() -> pl.DataFrame:
+    """The 16 default scenarios plus ``EXTENDED_ROWS`` (ids 17–21): a second grid in the
+    style of Deribit's portfolio margin, moves in multiples of each underlying's scan range."""
+    default = scenarios_frame()
+    extra = pl.DataFrame(
+        {
+            "scenario_id": pl.Series(range(default.height + 1, default.height + 1 + len(EXTENDED_ROWS)),
+                                     dtype=pl.Int32),
+            "price_move": pl.Series([r[0] for r in EXTENDED_ROWS], dtype=pl.Float64),
+            "vol_move": pl.Series([r[1] for r in EXTENDED_ROWS], dtype=pl.Float64),
+            "cover": pl.Series([r[2] for r in EXTENDED_ROWS], dtype=pl.Float64),
+        }
+    )
+    return pl.concat([default, extra])
+
+
+#: Scenario grids a user can select (``margin generate --scenarios NAME``): name → file.
+SCENARIO_GRIDS = {"default": "scenarios.parquet", "extended": "scenarios_extended.parquet"}
 
 
 def scenarios_frame() -> pl.DataFrame:
@@ -145,6 +214,7 @@ DEFAULT_FILES = (
     "risk_params.parquet",
     "scenarios.parquet",
     "offsets.parquet",
+    "stress_scenarios.parquet",
     "policy.toml",
 )
 
@@ -158,6 +228,8 @@ def write_defaults(out_dir: Path = REFERENCE_DIR) -> list[Path]:
         "risk_params.parquet": risk_params_frame(),
         "scenarios.parquet": scenarios_frame(),
         "offsets.parquet": offsets_frame(),
+        "stress_scenarios.parquet": stress_scenarios_frame(),
+        SCENARIO_GRIDS["extended"]: extended_scenarios_frame(),
     }
     written = []
     for name, df in frames.items():

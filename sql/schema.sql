@@ -131,6 +131,7 @@ CREATE TABLE IF NOT EXISTS stress_summary (
     as_of_date DATE NOT NULL,
     run_id VARCHAR NOT NULL,
     stress_id VARCHAR NOT NULL,
+    ladder_move DOUBLE,              -- a ladder rung's uniform price move (e.g. -0.15); null for other stresses
     counterparties_below_mm BIGINT,
     counterparties_in_shortfall BIGINT,
     total_shortfall_usd DOUBLE,

@@ -353,8 +353,8 @@ BAD_METHODOLOGY = [
     ("duplicate scenario id", "scenarios", set_row("scenario_id", {1: 1}), "scenario_id", "duplicate key"),
     ("cover above 1", "scenarios", set_row("cover", {0: 1.5}), "cover", "outside [0, 1]"),
     ("no scenarios", "scenarios", lambda f: f.clear(), "scenario_id", "no scenarios"),
-    # price_scan × max |price_move| ≥ 1 couples two files; the message names risk_params.price_scan
-    ("move takes price below zero", "scenarios", set_row("price_move", {15: -4.0}), "price_scan", "must be < 1"),
+    # 1 + price_scan × min price_move ≤ 0 couples two files; the message names risk_params.price_scan
+    ("move takes price below zero", "scenarios", set_row("price_move", {15: -4.0}), "price_scan", "must be > 0"),
     ("credit rate above 1", "offsets", set_row("credit_rate", {0: 1.5}), "credit_rate", "outside [0, 1]"),
     ("negative credit rate", "offsets", set_row("credit_rate", {0: -0.5}), "credit_rate", "outside [0, 1]"),
     ("zero ratio", "offsets", set_row("ratio_b", {0: 0.0}), "ratio_b", "outside (0"),
@@ -374,6 +374,39 @@ def test_bad_methodology_value_is_structural(book, case, table, change, column, 
     edit(book, table, change)
     blamed = "risk_params" if case == "move takes price below zero" else table
     assert_structural(book, f"{blamed}.parquet", column, reason)
+
+
+def test_extended_upward_moves_are_a_valid_grid(book):
+    """SPEC §2 rev 2: only downward moves are bounded; +10 scan ranges (BTC +… %) load and run."""
+    edit(book, "scenarios", set_row("price_move", {14: 10.0}))
+    results = margin(book)
+    assert results.tables["account_margin"].height == 12
+
+
+BAD_STRESSES = [
+    ("null underlying", set_row("underlying", {0: None}), "underlying", "null or blank"),
+    ("blank stress id", set_row("stress_id", {0: "  "}), "stress_id", "null or blank"),
+    ("price to zero", set_row("price_move", {0: -1.0}), "price_move", "≤ −1"),
+    ("NaN vol move", set_row("vol_move", {0: float("nan")}), "vol_move", "NaN or infinite"),
+    ("null price move", set_row("price_move", {0: None}), "price_move", "null value"),
+    ("duplicate key", lambda f: pl.concat([f, f.head(1)]), "stress_id, underlying", "duplicate key"),
+    ("string price move", lambda f: f.with_columns(pl.col("price_move").cast(pl.String)), "price_move", "cannot be read"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "column", "reason"), BAD_STRESSES, ids=[c for c, *_ in BAD_STRESSES])
+def test_bad_stress_table_is_structural(book, case, change, column, reason):
+    """SPEC §11: the stress table is trusted configuration; a bad value names the column."""
+    path = book / "reference" / "stress_scenarios.parquet"
+    change(pl.read_parquet(path)).write_parquet(path)
+    assert_structural(book, "stress_scenarios.parquet", column, reason)
+
+
+def test_absent_stress_table_means_no_stress_output(book):
+    (book / "reference" / "stress_scenarios.parquet").unlink()
+    results = margin(book)
+    assert all(results.tables[t].height == 0 for t in ("stress_results", "stress_summary", "liquidation_distance"))
+    assert results.tables["account_margin"].height == 12
 
 
 @pytest.mark.parametrize(("text", "key", "reason"), [

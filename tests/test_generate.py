@@ -392,3 +392,64 @@ def test_status_mix_through_the_pipeline(tmp_path):
     am = results.tables["account_margin"]
     # hedged books: portfolio margin below rule-based margin overall
     assert am["portfolio_im"].sum() < am["net_im"].sum() <= am["gross_im"].sum()
+
+
+# --------------------------------------------------------------------------------------
+# shipped stresses (SPEC §11) and the extended grid (SPEC §2)
+# --------------------------------------------------------------------------------------
+def test_shipped_stresses_are_the_ladder_and_the_named_stresses():
+    from flows.loading import check_stress_scenarios
+    from transforms.stress import ladder_rungs
+
+    stresses = read(REFERENCE, "stress_scenarios")
+    assert dict(stresses.schema) == SCHEMAS["stress_scenarios"]
+    check_stress_scenarios(stresses, REFERENCE / "stress_scenarios.parquet")
+    rungs = ladder_rungs(stresses)
+    assert sorted(rungs["price_move"].to_list()) == pytest.approx(
+        sorted([-s / 100 for s in range(5, 55, 5)] + [s / 100 for s in range(5, 55, 5)]))
+    named = set(stresses["stress_id"]) - set(rungs["stress_id"])
+    assert named == {"crypto_crash", "squeeze_rally", "vol_crush", "btc_decouple"}
+    crash = {r["underlying"]: (r["price_move"], r["vol_move"]) for r in
+             stresses.filter(pl.col("stress_id") == "crypto_crash").iter_rows(named=True)}
+    assert crash == {"BTC": (-0.30, 0.30), "ETH": (-0.40, 0.30), "*": (-0.50, 0.30)}
+
+
+def test_generate_copies_the_stresses_and_installs_a_grid(tmp_path):
+    gen.ensure_reference(tmp_path, 10, SEED)
+    assert (tmp_path / "reference" / "stress_scenarios.parquet").read_bytes() == (
+        REFERENCE / "stress_scenarios.parquet").read_bytes()
+    installed = gen.install_scenario_grid(tmp_path, "extended")
+    assert installed.read_bytes() == (REFERENCE / "scenarios_extended.parquet").read_bytes()
+
+
+def test_extended_grid_runs_on_a_generated_book(tmp_path):
+    """The Deribit-style grid: the 16 rows plus +3/+5/+10 scan ranges and two vol shocks,
+    selected by copying it as reference/scenarios.parquet; a run uses all 21 scenarios."""
+    loading = pytest.importorskip("flows.loading")
+    pipeline = pytest.importorskip("transforms.pipeline")
+    grid = read(REFERENCE, "scenarios_extended")
+    assert grid.height == 21 and grid["scenario_id"].to_list() == list(range(1, 22))
+    assert grid.head(16).equals(read(REFERENCE, "scenarios"))
+    assert sorted(grid.filter(pl.col("scenario_id") > 16)["price_move"].to_list()) == [0.0, 0.0, 3.0, 5.0, 10.0]
+    gen.install_scenario_grid(tmp_path, "extended")
+    gen.generate_day(tmp_path, D2, 60, SEED)
+    results = pipeline.compute_margin(loading.load_inputs(tmp_path, D2).margin_inputs)
+    assert results.scenario_ids == list(range(1, 22))
+    risk = results.tables["underlying_risk"]
+    assert risk["scenario_losses"].list.len().unique().to_list() == [21]
+    assert set(risk["worst_scenario"].drop_nulls()) & {17, 18, 19}  # the upside rows bind for some shorts
+
+
+def test_extended_grid_upward_row_binds_for_a_short_by_hand():
+    """tests/books.py market (BTC scan 0.1, BTC-PERP 50,100) with the extended grid:
+    short 1 perp: +1 scan range (id 11) loses 5,010; +2 × 0.35 (id 15) 3,507; +10 × 0.15
+    (id 19) 0.15 × 10 × 0.1 × 50,100 = 7,515: the extended row binds.  Long 1 perp: the
+    −1 scan range (id 13), 5,010, as on the default grid (no extended downward rows)."""
+    from books import margin, row
+
+    grid = [tuple(r) for r in read(REFERENCE, "scenarios_extended").iter_rows()]
+    results = margin(("S", "BTC-PERP", -1.0), ("L", "BTC-PERP", 1.0), scenarios=grid)
+    short = row(results, "underlying_risk", account_id="S", underlying="BTC")
+    assert (short["worst_scenario"], short["scan_risk"]) == (19, pytest.approx(7_515.0, rel=1e-9))
+    long = row(results, "underlying_risk", account_id="L", underlying="BTC")
+    assert (long["worst_scenario"], long["scan_risk"]) == (13, pytest.approx(5_010.0, rel=1e-9))

@@ -140,9 +140,10 @@ def test_stress_summary_covers_with_ties_by_type_then_id():
         breach("account", "C", "crash", 0.0, stressed_equity=5.0),  # below mm, no shortfall
         breach("account", "A", "dip", 0.0, stressed_equity=5.0),
     ], schema=stress.STRESS_RESULTS_SCHEMA, orient="row")
-    got = stress.stress_summary(given, ["crash", "dip", "quiet"])
+    got = stress.stress_summary(given, ["crash", "dip", "quiet"], {"dip": -0.1})
     expect = pl.DataFrame({
         "stress_id": ["crash", "dip", "quiet"],
+        "ladder_move": [None, -0.1, None],
         "counterparties_below_mm": [4, 1, 0],
         "counterparties_in_shortfall": [3, 0, 0],
         "total_shortfall_usd": [250.0, 0.0, 0.0],  # 100 + 50 + 0 + 100

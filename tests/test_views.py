@@ -44,6 +44,8 @@ def test_every_view_file_states_its_grain_and_exists(con):
     ("v_collateral_concentration", "as_of_date, asset"),
     ("v_account_change", "as_of_date, account_id"),
     ("v_quarantine_summary", "as_of_date, source_table, reason"),
+    ("v_liquidation_distance", "as_of_date, book_type, book_id"),
+    ("v_stress_cover", "as_of_date, stress_id"),
 ])
 def test_grain_is_unique(con, view, key):
     duplicates = rows(con, f"SELECT {key}, count(*) AS n FROM {view} GROUP BY ALL HAVING n > 1")
@@ -132,3 +134,30 @@ def test_quarantine_summary_reconciles_with_the_run(con):
     assert [(r["reason"], r["rows"], r["rows_read"]) for r in summary] == [
         ("expired_instrument", 1, 200), ("unknown_instrument", 1, 200)]
     assert summary[0]["share_of_table"] == pytest.approx(1 / 200)
+
+
+def test_within_ten_percent_of_liquidation_is_one_query(con):
+    """Book A (tests/data/examples expected.json): ACC0004 and GRP00 are already below mm
+    (distance 0); ACC0008 breaches at −25 %, ACC0011 at +45 %; the others never."""
+    near = rows(con, "SELECT book_type, book_id, distance, nearer_side, status FROM v_liquidation_distance "
+                     "WHERE as_of_date = ? AND distance <= 0.10 ORDER BY distance, book_type, book_id", [DAY])
+    assert [(r["book_type"], r["book_id"], r["distance"]) for r in near] == [
+        ("account", "ACC0004", 0.0), ("group", "GRP00", 0.0)]
+    assert all(r["nearer_side"] == "already below mm" and r["status"] == "liquidation" for r in near)
+    acc8 = rows(con, "SELECT * FROM v_liquidation_distance WHERE as_of_date = ? AND book_id = 'ACC0008'", [DAY])[0]
+    assert (acc8["move_down"], acc8["move_up"], acc8["distance"], acc8["nearer_side"]) == (-0.25, None, 0.25, "down")
+    # members of a group are not counterparties of their own
+    assert rows(con, "SELECT * FROM v_liquidation_distance WHERE book_id = 'ACC0009'") == []
+
+
+def test_stress_cover_names_who_makes_cover_2(con):
+    cover = {r["stress_id"]: r for r in rows(con, "SELECT * FROM v_stress_cover WHERE as_of_date = ?", [DAY])}
+    assert len(cover) == 24
+    up20 = cover["ladder_up_20"]  # GRP00 183,473.12 then ACC0004 19,601.12: Cover 2 = 203,074.24
+    assert (up20["cover1_counterparty"], up20["cover2_counterparty"], up20["ladder_move"]) == (
+        "group GRP00", "account ACC0004", 0.2)
+    assert up20["cover2_usd"] == pytest.approx(203_074.240576, rel=1e-9)
+    assert up20["second_shortfall_usd"] == pytest.approx(203_074.240576 - 183_473.117568, rel=1e-8)
+    crash = cover["crypto_crash"]
+    assert crash["ladder_move"] is None and crash["cover2_counterparty"] is None
+    assert crash["cover1_counterparty"] == "account ACC0004" and crash["cover1_lei"] is None  # not in accounts

@@ -74,6 +74,7 @@ class MarginResults:
     #: the day's ``stress_summary`` is computed from all partitions' rows together.
     stress_breaches: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=stress.STRESS_RESULTS_SCHEMA))
     stress_ids: list[str] = field(default_factory=list)
+    ladder_moves: dict[str, float] = field(default_factory=dict)  # rung → price move
 
 
 #: Applied to every intermediate frame that several outputs share.
@@ -476,9 +477,11 @@ def compute_margin(inputs: MarginInputs, materialize: Materialize = materialized
     gathered = [name for name in plan if name not in filtered]
     frames = dict(zip(gathered, pl.collect_all([plan[n] for n in gathered], engine="in-memory")))
     frames.update(zip(filtered, pl.collect_all([plan[n] for n in filtered], engine="streaming")))
-    ids = stress.stress_ids(inputs.stress_scenarios) if inputs.stress_scenarios is not None else []
+    stresses = inputs.stress_scenarios
+    ids = stress.stress_ids(stresses) if stresses is not None else []
+    rung_moves = stress.ladder_moves(stresses) if stresses is not None else {}
     # The whole book is one partition here: its breaches are all the day's.
-    frames["stress_summary"] = stress.stress_summary(frames["stress_breaches"], ids)
+    frames["stress_summary"] = stress.stress_summary(frames["stress_breaches"], ids, rung_moves)
     tables = {name: frames[name] for name in RESULT_TABLES}
     return MarginResults(
         tables=tables,
@@ -487,4 +490,5 @@ def compute_margin(inputs: MarginInputs, materialize: Materialize = materialized
         scenario_ids=sorted(inputs.scenarios["scenario_id"].to_list()),
         stress_breaches=frames["stress_breaches"],
         stress_ids=ids,
+        ladder_moves=rung_moves,
     )

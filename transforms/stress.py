@@ -302,10 +302,16 @@ def liquidation_distance(counterparties: pl.LazyFrame, ids: list[str], rungs: pl
     ).sort(SORT_KEYS["liquidation_distance"])
 
 
-def stress_summary(breaches: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
+def ladder_moves(stresses: pl.DataFrame) -> dict[str, float]:
+    """Ladder rung → its uniform price move (``ladder_rungs`` as a mapping)."""
+    return dict(ladder_rungs(stresses).iter_rows())
+
+
+def stress_summary(breaches: pl.DataFrame, ids: list[str], rung_moves: dict[str, float]) -> pl.DataFrame:
     """One row per stress (rungs included) over all counterparties, from the day's
     ``stress_breaches`` (every partition's, together):
 
+    ``ladder_move`` (a rung's uniform price move; null for other stresses),
     ``counterparties_below_mm``, ``counterparties_in_shortfall``, ``total_shortfall_usd``
     (summed in (book_type, book_id) order), ``cover1_usd`` (largest shortfall),
     ``cover2_usd`` (the two largest), and the counterparties making them (ties by type
@@ -332,7 +338,8 @@ def stress_summary(breaches: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
 
     first, second = pl.col("shortfall|0").fill_null(0.0), pl.col("shortfall|1").fill_null(0.0)
     return (
-        pl.DataFrame({"stress_id": ids}, schema={"stress_id": pl.String})
+        pl.DataFrame({"stress_id": ids, "ladder_move": [rung_moves.get(sid) for sid in ids]},
+                     schema={"stress_id": pl.String, "ladder_move": pl.Float64})
         .join(counts, on="stress_id", how="left")
         .join(totals, on="stress_id", how="left")
         .join(cover(0), on="stress_id", how="left")
