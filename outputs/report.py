@@ -24,6 +24,7 @@ from flows.warehouse import open_warehouse
 REPORT_QUERIES = (
     "headline", "im_by_mode", "accounts_by_status", "top_deficits", "netting_by_group",
     "risk_by_underlying", "change_drivers", "top_movers", "collateral_by_asset",
+    *("stress_cover", "closest_to_liquidation"),  # the stress section (stress_section)
 )
 STATUS_COLOURS = {"ok": "#4c9a2a", "margin_call": "#e0a100", "liquidation": "#c0392b", "deficit": "#7d3c98"}
 CHART_WIDTH = 520
@@ -194,6 +195,31 @@ td.txt { min-width: 4em; }
 """
 
 
+def stress_section(data: dict[str, pl.DataFrame]) -> str:
+    """The stress block (SPEC §11): Cover 1 / Cover 2 per stress with the counterparties
+    that make them (``stress_cover``), and the counterparties closest to liquidation on the
+    ladder (``closest_to_liquidation``); a note when the date ran without stresses."""
+    cover, closest = data["stress_cover"], data["closest_to_liquidation"]
+    if cover.height == 0:
+        return ('<p class="empty">no stress tests for this date (no stress_scenarios.parquet in the inputs)</p>')
+    worst = cover.sort(["cover2_usd", "stress_id"], descending=[True, False]).row(0, named=True)
+    lead = (
+        f'<p>Largest Cover 2: <b>{_usd(worst["cover2_usd"])}</b> USD under <b>{html.escape(worst["stress_id"])}</b>'
+        + (f' ({html.escape(worst["cover1_counterparty"])}'
+           + (f' and {html.escape(worst["cover2_counterparty"])}' if worst["cover2_counterparty"] else "") + ")"
+           if worst["cover1_counterparty"] else "")
+        + ". Shortfall is the stressed loss a counterparty's own collateral does not cover; "
+        "Cover 2 is the sum of the two largest (queries: <code>v_stress_cover</code>, "
+        "<code>v_liquidation_distance</code>).</p>"
+    )
+    return (
+        lead
+        + "<h3>Cover 1 / Cover 2 per stress</h3>" + html_table(cover)
+        + "<h3>Closest to liquidation (uniform move of every underlying)</h3>"
+        + html_table(closest, "no counterparty breaches maintenance margin on any ladder rung")
+    )
+
+
 def render_html(as_of: dt.date, data: dict[str, pl.DataFrame]) -> str:
     """The whole page as text (deterministic for the same data)."""
     head = data["headline"].row(0, named=True)
@@ -224,6 +250,7 @@ def render_html(as_of: dt.date, data: dict[str, pl.DataFrame]) -> str:
          (chart("change_drivers") + html_table(data["top_movers"]))
          if prev.len() else '<p class="empty">no earlier date in the warehouse to compare with</p>'),
         ("Collateral by asset", html_table(data["collateral_by_asset"])),
+        ("Stress tests: Cover 2 and the liquidation ladder", stress_section(data)),
     ]
     body = "".join(
         f'<section><h2>{html.escape(title)}</h2>{content}</section>' for title, content in sections

@@ -89,3 +89,22 @@ def test_page_renders_its_charts_in_headless_chromium(page, tmp_path):
         assert "<svg" in chart.group(1)
         assert re.search(r"<(path|rect)\b", chart.group(1)), f"chart {name} has no marks"
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_stress_section_shows_cover_2_and_the_closest_to_liquidation(page, warehouse):
+    """Book A: the largest Cover 2 is the −50 % rung (ACC0004 2,046,6xx + ACC0008 48,3xx =
+    2,094,9xx USD; crypto_crash is 2,089,663); ACC0004 and GRP00 are already below mm, so
+    they lead the ladder table."""
+    from outputs.report import render_html, stress_section
+
+    text = page.read_text(encoding="utf-8")
+    assert "Stress tests: Cover 2 and the liquidation ladder" in text
+    assert "USD under <b>ladder_down_50</b> (account ACC0004 and account ACC0008)" in text
+    data = report_data(warehouse, DAY)
+    assert data["stress_cover"].height == 24
+    assert data["closest_to_liquidation"].select("book_type", "book_id").rows()[:2] == [
+        ("account", "ACC0004"), ("group", "GRP00")]
+    assert "-25.0%" in stress_section(data)  # ACC0008 breaches at the −25 % rung
+    without = {**data, "stress_cover": data["stress_cover"].clear(),
+               "closest_to_liquidation": data["closest_to_liquidation"].clear()}
+    assert "no stress tests for this date" in render_html(DAY, without)
