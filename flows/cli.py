@@ -289,6 +289,32 @@ def sql(
 
 
 @app.command()
+def whatif(
+    date: DateOption,
+    trades: Annotated[Path, typer.Option("--trades", help="CSV or Parquet: account_id, instrument_id, quantity[, price].")],
+    inputs: InputsOption = DEFAULT_INPUTS,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """Margin before and after hypothetical trades for the accounts named in --trades and their
+    margin groups (SPEC §12), computed from the date's inputs like `margin run`; writes nothing.
+
+    A spot or option trade moves cash (a USD collateral row at the trade price, else the
+    mark); a trade row that fails validation is listed with its reason and not applied."""
+    from flows.loading import StructuralError
+    from flows.whatif import render, what_if
+
+    if format not in ("table", "json"):
+        fail(f"--format {format!r}: use table or json")
+    try:
+        result = what_if(inputs, parse_date(date), trades)
+    except StructuralError as error:
+        fail(f"structural error: {error}")
+    except Exception as error:  # one line for every kind of failure
+        fail(first_line(error))
+    sys.stdout.write(render(result, format))
+
+
+@app.command()
 def serve(
     name: Annotated[str, typer.Option("--name", help="Deployment name (shown as eod-margin/NAME in the Prefect UI).")] = "weekday-eod",
     at: Annotated[str, typer.Option("--at", help="Time of day of the run, HH:MM (24-hour), Monday to Friday.")] = "18:30",
