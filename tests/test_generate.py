@@ -453,3 +453,16 @@ def test_extended_grid_upward_row_binds_for_a_short_by_hand():
     assert (short["worst_scenario"], short["scan_risk"]) == (19, pytest.approx(7_515.0, rel=1e-9))
     long = row(results, "underlying_risk", account_id="L", underlying="BTC")
     assert (long["worst_scenario"], long["scan_risk"]) == (13, pytest.approx(5_010.0, rel=1e-9))
+
+
+def test_generate_command_selects_a_grid(tmp_path):
+    from conftest import margin_cli
+
+    done = margin_cli("generate", "--date", D2.isoformat(), "--accounts", "20", "--out", str(tmp_path),
+                      "--scenarios", "extended")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "reference" / "scenarios.parquet").read_bytes() == (
+        REFERENCE / "scenarios_extended.parquet").read_bytes()
+    assert (tmp_path / "reference" / "stress_scenarios.parquet").exists()
+    unknown = margin_cli("generate", "--date", D2.isoformat(), "--out", str(tmp_path), "--scenarios", "wide")
+    assert unknown.returncode == 1 and "unknown grid" in unknown.stderr and unknown.stderr.count("\n") == 1
