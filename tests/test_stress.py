@@ -322,3 +322,13 @@ def test_bad_stress_table_is_a_structural_error_naming_the_column(rows, column):
 def test_a_valid_stress_table_passes():
     check_stress_scenarios(stress_table(STRESSES), "stress_scenarios.parquet")
     assert AS_OF  # the books' date
+
+
+def test_empty_stress_table_and_unknown_underlyings_run():
+    """An empty table gives no stress rows; a stress on an underlying nobody holds moves nothing."""
+    empty = margin(("S", "BTC-PERP", 1.0), collateral=[("S", "BTC", 1.0)], stress_scenarios=[])
+    assert all(empty.tables[t].height == 0 for t in ("stress_results", "stress_summary", "liquidation_distance"))
+    other = margin(("S", "BTC-PERP", 1.0), collateral=[("S", "BTC", 1.0)], stress_scenarios=[("doge", "DOGE", -0.5, 0.0)])
+    summary = row(other, "stress_summary", stress_id="doge")
+    assert (summary["counterparties_below_mm"], summary["total_shortfall_usd"]) == (0, 0.0)
+    assert other.tables["liquidation_distance"].height == 0  # no rungs, no ladder
