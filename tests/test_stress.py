@@ -112,6 +112,8 @@ def test_ordered_sums_one_row_per_run_each_from_its_own_rows():
     alone = stress.ordered_sums(given.filter(pl.col("book") == 5), "book", {"total": pl.col("value")})
     assert alone["total"].to_list() == got["total"].tail(1).to_list()
     assert stress.ordered_sums(given.clear(), "book", {"total": pl.col("value")}).height == 0
+    with pytest.raises(ValueError, match="not in book order"):  # a book split in two runs is refused
+        stress.ordered_sums(given.reverse(), "book", {"total": pl.col("value")})
 
 
 def test_stressed_equity_shortfall_and_below_mm():

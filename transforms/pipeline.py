@@ -415,11 +415,11 @@ def stress_plan(
         "margin_group", pl.col("group_equity").alias("equity"),
         (pl.col("group_im") * inputs.maintenance_ratio).alias("mm"),
     )
-    groups_ = book(
-        group_figures, group_positions.sort("margin_group", "instrument_id"), group_collateral,
-        "margin_group", stress.GROUP_BOOK, pl.col("margin_group"),
+    # Group books come out of book_plan in (group, instrument) order too.
+    group_books = book(
+        group_figures, group_positions, group_collateral, "margin_group", stress.GROUP_BOOK, pl.col("margin_group"),
     )
-    counterparties = materialize(pl.concat([accounts, groups_], how="vertical"))
+    counterparties = materialize(pl.concat([accounts, group_books], how="vertical"))
     breaches = materialize(stress.stress_breaches(counterparties, ids))
     return {
         "stress_breaches": breaches,

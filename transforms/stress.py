@@ -147,6 +147,8 @@ def ordered_sums(frame: pl.DataFrame, key: str, values: dict[str, pl.Expr]) -> p
     expression at a time: with one column per stress, evaluating all at once would hold
     positions × stresses floats.
     """
+    if not frame.get_column(key).is_sorted():  # a run split in two would give a book two rows
+        raise ValueError(f"ordered_sums: rows are not in {key} order")
     starts = run_starts(frame.select(key))
     columns = {key: frame.get_column(key).gather(starts)}
     for name, expression in values.items():
