@@ -354,15 +354,23 @@ def report(
     db: DbOption = DEFAULT_DB,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="HTML file to write (default: margin_report_<D>.html in the current folder).")] = None,
+    account: Annotated[Optional[str], typer.Option(
+        "--account", help="Write only this account's page (default file: account_<A>_<D>.html).")] = None,
 ) -> None:
-    """Write the risk desk's daily report for one date: one self-contained HTML page (charts embedded as SVG, no network needed) with IM by mode, accounts by status, top deficits, netting and aggregation benefit, risk by underlying and the day-over-day change."""
+    """Write the risk desk's daily report for one date: one self-contained HTML page (charts embedded as SVG, no network needed) with IM by mode, accounts by status, top deficits, netting and aggregation benefit, risk by underlying and the day-over-day change; every account in its tables links to its page (written into accounts/ beside the report: the `margin explain` derivation with charts of the scenario losses and the collateral tiers)."""
+    from outputs.explain import ExplainError
     from outputs.report import ReportError, write_report
 
     as_of = parse_date(date)
-    target = out or Path(f"margin_report_{as_of.isoformat()}.html")
     try:
-        path = write_report(db, as_of, target)
-    except (ReportError, FileNotFoundError) as error:
+        if account is not None:
+            from outputs.account_page import account_file_name, write_account_page
+
+            target = out or Path(f"account_{account_file_name(account)[:-5]}_{as_of.isoformat()}.html")
+            path = write_account_page(db, as_of, account, target)
+        else:
+            path = write_report(db, as_of, out or Path(f"margin_report_{as_of.isoformat()}.html"))
+    except (ReportError, ExplainError, FileNotFoundError) as error:
         fail(first_line(error))
     typer.echo(str(path))
 

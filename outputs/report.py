@@ -20,6 +20,7 @@ import vl_convert
 
 from flows.settings import SQL_DIR
 from flows.warehouse import open_warehouse
+from outputs.account_page import ACCOUNT_COLUMNS, ACCOUNT_FOLDER, account_href, linked_accounts, write_account_pages
 
 REPORT_QUERIES = (
     "headline", "im_by_mode", "accounts_by_status", "top_deficits", "netting_by_group",
@@ -66,6 +67,8 @@ def _usd(value) -> str:
 def _cell(value, column: str) -> str:
     if value is None:
         return "–"
+    if column in ACCOUNT_COLUMNS:  # each account links to its page (outputs.account_page)
+        return f'<a href="{html.escape(account_href(str(value)))}">{html.escape(str(value))}</a>'
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -267,10 +270,13 @@ def render_html(as_of: dt.date, data: dict[str, pl.DataFrame]) -> str:
 
 
 def write_report(db: Path, as_of: dt.date, out: Path) -> Path:
-    """Render the report of ``as_of`` to the HTML file ``out`` (written atomically)."""
-    page = render_html(as_of, report_data(Path(db), as_of))
+    """Render the report of ``as_of`` to the HTML file ``out`` (written atomically), and
+    the page of every account its tables show into ``accounts/`` beside it."""
+    data = report_data(Path(db), as_of)
+    page = render_html(as_of, data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    write_account_pages(Path(db), as_of, linked_accounts(data), out.parent / ACCOUNT_FOLDER)
     temporary = out.with_name(out.name + ".partial")
     temporary.write_text(page, encoding="utf-8")
     os.replace(temporary, out)

@@ -94,7 +94,9 @@ def build_warehouse(target: Path) -> tuple[Path, Path]:
         loaded = load_inputs(inputs, as_of)
         results = compute_margin(loaded.margin_inputs)
         run_id = f"{as_of.isoformat()}-test"
-        publish_date(db, as_of, run_id, results.tables, run_record(as_of, run_id, results.counts, loaded.policy))
+        record = run_record(as_of, run_id, results.counts, loaded.policy)
+        record["parameters"]["inputs"] = str(inputs)  # as the flow records it (margin explain reads them)
+        publish_date(db, as_of, run_id, results.tables, record)
     return db, inputs
 
 

@@ -43,7 +43,9 @@ def test_page_is_self_contained(page):
     text = page.read_text(encoding="utf-8")
     assert "<script" not in text.lower()
     links = set(re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", text))
-    assert links == set()  # no CDN, no external stylesheet, no image file
+    # no CDN, no external stylesheet, no image file: only the account pages written beside it
+    assert links and all(re.fullmatch(r"accounts/[^/]+\.html", link) for link in links)
+    assert all((page.parent / link).is_file() for link in links)
     assert set(re.findall(r"https?://[^\"' )]+", text)) <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
 
 
@@ -108,3 +110,44 @@ def test_stress_section_shows_cover_2_and_the_closest_to_liquidation(page, wareh
     without = {**data, "stress_cover": data["stress_cover"].clear(),
                "closest_to_liquidation": data["closest_to_liquidation"].clear()}
     assert "no stress tests for this date" in render_html(DAY, without)
+
+
+def test_account_pages_render_in_headless_chromium(page, warehouse, tmp_path):
+    """Each account in the report's tables links to its page beside the report; the page
+    shows the derivation with the scenario-loss chart (worst scenario highlighted) and the
+    collateral tier chart, and renders in headless Chromium."""
+    from outputs.account_page import WORST_COLOUR, account_href
+
+    text = page.read_text(encoding="utf-8")
+    assert f'href="{account_href("ACC0004")}"' in text  # a top deficit
+    account_page = page.parent / account_href("ACC0004")
+    html_text = account_page.read_text(encoding="utf-8")
+    assert "<script" not in html_text.lower()
+    for needle in ("Account ACC0004", "worst-scenario loss USD", "◀ binds", "◀ im", "tier from USD", "status <b>"):
+        assert needle in html_text
+    single = tmp_path / "one.html"
+    result = margin_cli("report", "--date", DAY.isoformat(), "--db", str(warehouse), "--account", "ACC0004",
+                        "--out", str(single))
+    assert result.returncode == 0, result.stderr
+    assert single.read_bytes() == account_page.read_bytes()
+    result = margin_cli("report", "--date", DAY.isoformat(), "--db", str(warehouse), "--account", "ACC9999",
+                        "--out", str(tmp_path / "none.html"))
+    assert result.returncode == 1 and "similar:" in result.stderr
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("/usr/bin/chromium is required in CI (apt-get install -y chromium)")
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install -y chromium); CI runs this test")
+    result = subprocess.run(
+        [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", account_page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert "Account ACC0004 — 2025-03-14" in dom
+    for name in ("scenarios", "tiers"):
+        chart = re.search(rf'<div class="chart" id="chart-{name}">(.*?)</div>', dom, re.S)
+        assert chart and "<svg" in chart.group(1), f"chart {name} missing from the rendered DOM"
+        assert re.search(r"<(path|rect)\b", chart.group(1)), f"chart {name} has no marks"
+    scenarios = re.search(r'<div class="chart" id="chart-scenarios">(.*?)</div>', dom, re.S).group(1)
+    assert WORST_COLOUR in scenarios  # the worst scenario is highlighted
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)

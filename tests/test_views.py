@@ -46,6 +46,7 @@ def test_every_view_file_states_its_grain_and_exists(con):
     ("v_quarantine_summary", "as_of_date, source_table, reason"),
     ("v_liquidation_distance", "as_of_date, book_type, book_id"),
     ("v_stress_cover", "as_of_date, stress_id"),
+    ("v_position_contribution", "as_of_date, account_id, instrument_id"),
 ])
 def test_grain_is_unique(con, view, key):
     duplicates = rows(con, f"SELECT {key}, count(*) AS n FROM {view} GROUP BY ALL HAVING n > 1")
@@ -161,3 +162,25 @@ def test_stress_cover_names_who_makes_cover_2(con):
     crash = cover["crypto_crash"]
     assert crash["ladder_move"] is None and crash["cover2_counterparty"] is None
     assert crash["cover1_counterparty"] == "account ACC0004" and crash["cover1_lei"] is None  # not in accounts
+
+
+def test_position_contribution_ranks_the_drivers_of_scan_risk(con):
+    """Shares of an account's scan risk sum to 1; rank 1 is the largest worst-scenario loss; the
+    book's rank 1 is the largest over every account."""
+    contributions = rows(con, "SELECT * FROM v_position_contribution WHERE as_of_date = ?", [DAY])
+    scan = {r["account_id"]: r["scan"] for r in rows(
+        con, "SELECT account_id, sum(scan_risk) AS scan FROM underlying_risk WHERE as_of_date = ? GROUP BY 1", [DAY])}
+    by_account: dict[str, list[dict]] = {}
+    for row in contributions:
+        by_account.setdefault(row["account_id"], []).append(row)
+    assert len(by_account) >= 8
+    for account, positions in by_account.items():
+        assert sum(p["worst_scenario_loss"] for p in positions) == pytest.approx(scan[account], rel=1e-9)
+        assert sum(p["share_of_account_scan_risk"] for p in positions) == pytest.approx(1.0, rel=1e-9)
+        top = min(positions, key=lambda p: p["rank_in_account"])
+        assert top["worst_scenario_loss"] == max(p["worst_scenario_loss"] for p in positions)
+    book_top = min(contributions, key=lambda p: p["rank_in_book"])
+    assert book_top["worst_scenario_loss"] == max(p["worst_scenario_loss"] for p in contributions)
+    assert sum(p["share_of_book_scan_risk"] for p in contributions) == pytest.approx(1.0, rel=1e-9)
+    grouped = [p for p in contributions if p["margin_group"] is not None]
+    assert grouped and all(p["rank_in_group"] is not None for p in grouped)
