@@ -205,12 +205,15 @@ def worst_scenario_loss(
         on="loss_column", how="inner",
     ).select("instrument_id", "worst_scenario", "worst_unit_loss")
     worst = scan.filter(pl.col("worst_scenario").is_not_null()).select(book_key, "underlying", "worst_scenario")
-    return (
-        positions.join(worst, on=[book_key, "underlying"], how="left", maintain_order="left")
+    # The joins carry only the four key columns; the share is put beside the positions (same
+    # rows, same order), so the wide position rows are not copied through the joins.
+    share = (
+        positions.select(book_key, "instrument_id", "underlying", "net_qty")
+        .join(worst, on=[book_key, "underlying"], how="left", maintain_order="left")
         .join(unit_loss_by_scenario, on=["instrument_id", "worst_scenario"], how="left", maintain_order="left")
-        .with_columns((pl.col("net_qty") * pl.col("worst_unit_loss")).fill_null(0.0).alias("worst_scenario_loss"))
-        .drop("worst_scenario", "worst_unit_loss")
+        .select((pl.col("net_qty") * pl.col("worst_unit_loss")).fill_null(0.0).alias("worst_scenario_loss"))
     )
+    return pl.concat([positions, share], how="horizontal")
 
 
 def _per_delta_risk() -> pl.Expr:
