@@ -68,12 +68,12 @@ def _inputs(console: Console, doc: dict) -> None:
     for row in doc["input_rows"]:
         key = (row["account_id"], row["instrument_id"])
         first = row["instrument_id"] != previous
-        position = netted.get(row["instrument_id"]) if doc["kind"] == "account" and first else None
+        position = netted.get(row["instrument_id"]) if first else None
         cells = [row["instrument_id"] if first else "", row["source"] or "—", qty(row["quantity"]),
                  qty(position["net_qty"]) if position else "", qty(position["gross_qty"]) if position else "",
                  str(position["source_count"]) if position else ""]
         if doc["kind"] == "group":
-            cells = [row["account_id"], row["instrument_id"], *cells[1:]]
+            cells = [row["account_id"], *cells]
         rows.add_row(*cells)
         previous = row["instrument_id"]
         del key
