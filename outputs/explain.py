@@ -73,8 +73,8 @@ def _check_date(con: duckdb.DuckDBPyConnection, as_of: dt.date, db: Path) -> lis
 
 
 def _similar(con: duckdb.DuckDBPyConnection, sql: str, params: list, wanted: str) -> list[str]:
-    """Up to 3 ids close to ``wanted``: DuckDB ranks the candidates by Jaro-Winkler
-    similarity (no pass of Python over a million ids), difflib orders the best 20."""
+    """Up to 3 ids close to ``wanted``: DuckDB ranks the candidates by edit distance, then
+    Jaro-Winkler similarity (no pass of Python over a million ids); difflib orders the best 20."""
     candidates = [r[0] for r in con.sql(sql, params=params).fetchall()]
     return difflib.get_close_matches(wanted, candidates, n=3, cutoff=0.5) or candidates[:3]
 
@@ -83,7 +83,7 @@ def _unknown(con, kind: str, wanted: str, as_of: dt.date, table: str, column: st
     similar = _similar(
         con,
         f"SELECT DISTINCT {column} FROM {table} WHERE as_of_date = $1 AND {column} IS NOT NULL "
-        f"ORDER BY jaro_winkler_similarity({column}, $2) DESC, {column} LIMIT 20",
+        f"ORDER BY levenshtein({column}, $2), jaro_winkler_similarity({column}, $2) DESC, {column} LIMIT 20",
         [as_of, wanted],
         wanted,
     )
