@@ -78,6 +78,22 @@ LockTimeoutOption = Annotated[
 ]
 
 
+MaxQuarantinedShareOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--max-quarantined-share",
+        help="Fail the run, publishing nothing, when more than this share of position rows is "
+        "quarantined (0 to 1; 1 turns the guard off). Default: policy.toml's "
+        "max_quarantined_position_share, else 0.01. --strict wins.",
+    ),
+]
+
+
+def check_share(share: float | None) -> None:
+    if share is not None and not 0 <= share <= 1:  # NaN fails too
+        fail(f"--max-quarantined-share {share!r} must be a number in [0, 1]")
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print a one-line error and exit."""
     typer.echo(f"margin: error: {message}", err=True)
@@ -171,16 +187,19 @@ def generate(
 
 
 def _run_backfill(
-    first: dt.date, last: dt.date, inputs: Path, db: Path, strict: bool, lock_timeout: float | None = None
+    first: dt.date, last: dt.date, inputs: Path, db: Path, strict: bool, lock_timeout: float | None = None,
+    max_quarantined_share: float | None = None,
 ) -> dict:
     from flows import eod
 
     try:
         if not eod.use_prefect():
-            return eod.backfill_dates(first, last, inputs, db, strict, lock_timeout, use_tasks=False)
+            return eod.backfill_dates(first, last, inputs, db, strict, lock_timeout, use_tasks=False,
+                                      max_quarantined_share=max_quarantined_share)
     except eod.RunFailed as error:
         fail(first_line(error))
-    return eod.backfill(first.isoformat(), last.isoformat(), str(inputs), str(db), strict, lock_timeout)
+    return eod.backfill(first.isoformat(), last.isoformat(), str(inputs), str(db), strict, lock_timeout,
+                        max_quarantined_share)
 
 
 @app.command()
@@ -191,6 +210,7 @@ def run(
     strict: Annotated[bool, typer.Option("--strict", help="Fail the run if any row is quarantined.")] = False,
     summary: Annotated[bool, typer.Option("--summary/--no-summary", help="Print the day's headline figures.")] = True,
     lock_timeout: LockTimeoutOption = None,
+    max_quarantined_share: MaxQuarantinedShareOption = None,
     partitions: PartitionsOption = 1,
     dask_address: DaskOption = None,
 ) -> None:
@@ -204,12 +224,15 @@ def run(
     from flows.eod import RunFailed
 
     as_of = parse_date(date)
+    check_share(max_quarantined_share)
     use_partitions(partitions, dask_address)
     try:
         if eod.use_prefect():
-            eod.eod_margin(as_of.isoformat(), str(inputs), str(db), strict, lock_timeout=lock_timeout)
+            eod.eod_margin(as_of.isoformat(), str(inputs), str(db), strict, lock_timeout=lock_timeout,
+                           max_quarantined_share=max_quarantined_share)
         else:
-            eod.run_end_of_day(as_of, inputs, db, strict, use_tasks=False, lock_timeout=lock_timeout)
+            eod.run_end_of_day(as_of, inputs, db, strict, use_tasks=False, lock_timeout=lock_timeout,
+                               max_quarantined_share=max_quarantined_share)
     except RunFailed as error:
         fail(first_line(error))
     if summary:
@@ -226,14 +249,16 @@ def backfill(
     lock_timeout: LockTimeoutOption = None,
     partitions: PartitionsOption = 1,
     dask_address: DaskOption = None,
+    max_quarantined_share: MaxQuarantinedShareOption = None,
 ) -> None:
     """Run every business date from --start to --end (inclusive) that has inputs, in order; a failed date
     is reported and the rest continue (exit 1 if any failed)."""
     first, last = parse_date(start, "--start"), parse_date(end, "--end")
+    check_share(max_quarantined_share)
     use_partitions(partitions, dask_address)
     if last < first:
         fail("--end is before --start")
-    outcome = _run_backfill(first, last, inputs, db, strict, lock_timeout)
+    outcome = _run_backfill(first, last, inputs, db, strict, lock_timeout, max_quarantined_share)
     typer.echo(f"succeeded: {len(outcome['succeeded'])}  failed: {len(outcome['failed'])}")
     for day, reason in outcome["failed"].items():
         typer.echo(f"  {day}: {reason}", err=True)
@@ -252,15 +277,17 @@ def publish(
     """Load a date's saved results (written by a run whose warehouse load could not
     happen, e.g. a locked file) into the warehouse, atomically.  No recomputation: the
     Parquet saved beside the warehouse (`<db>.results/date=D/`) is published as is."""
-    from flows import results_store, warehouse
+    from flows import results_store, run_lock, warehouse
     from flows.settings import results_dir_for
 
     as_of = parse_date(date)
+    timeout = warehouse.default_lock_timeout() if lock_timeout is None else lock_timeout
     try:
-        tables, record = results_store.load_results(results_dir_for(db), as_of)
-        record = {**record, "status": "succeeded", "error": None,
-                  "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-        warehouse.publish_date(db, as_of, record["run_id"], tables, record, lock_timeout=lock_timeout)
+        with run_lock.hold_run_lock(db, timeout=timeout):  # SPEC §8: no run saves or publishes meanwhile
+            tables, record = results_store.load_results(results_dir_for(db), as_of)
+            record = {**record, "status": "succeeded", "error": None,
+                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            warehouse.publish_date(db, as_of, record["run_id"], tables, record, lock_timeout=lock_timeout)
     except Exception as error:  # one line for every kind of failure (locked, missing, corrupt, disk)
         fail(first_line(error))
     typer.echo(f"published {as_of} (run {record['run_id']}) to {db}")

@@ -27,13 +27,14 @@ from flows.settings import (
 import duckdb
 import polars as pl
 
-from flows import partitioned, results_store, warehouse
+from flows import partitioned, results_store, run_lock, warehouse
 from flows.loading import LoadedInputs, StructuralError, load_inputs
 from flows.partitioned import StoredResults
 from flows.progress import StageTimer, say
 from flows.warehouse import fault_point
 from transforms.identities import identity_violations
 from transforms.pipeline import MarginResults, compute_margin
+from transforms.quarantine_guard import quarantine_culprits, quarantine_guard
 
 # Prefect is imported only when a task or flow is first used (``prefect_objects``):
 # the import alone costs seconds, and a run without Prefect (MARGIN_ORCHESTRATION)
@@ -158,7 +159,7 @@ def _save_results_step(db: str, as_of: dt.date, run_id: str, results: MarginResu
 @_prefect("task", "publish_task", name="publish", **IO_RETRIES)
 def _publish_step(db: str, as_of: dt.date, run_id: str, saved: str, record: dict, lock_timeout: float | None) -> None:
     """Load the saved Parquet of the date (``saved``) into the warehouse in one transaction."""
-    tables = results_store.table_files(Path(saved))
+    tables = results_store.table_files(Path(saved), run_id=run_id)
     warehouse.publish_date(Path(db), as_of, run_id, tables, record, lock_timeout=lock_timeout)
 
 
@@ -180,6 +181,12 @@ def _quarantine_reasons(results: MarginResults | StoredResults) -> pl.DataFrame:
     return results.tables["quarantine"].group_by("reason").len().sort("reason")
 
 
+def _quarantine_rows(results: MarginResults | StoredResults) -> pl.LazyFrame:
+    if isinstance(results, StoredResults):
+        return pl.scan_parquet(results.tables["quarantine"])
+    return results.tables["quarantine"].lazy()
+
+
 def run_end_of_day(
     as_of: dt.date,
     inputs: Path,
@@ -188,6 +195,7 @@ def run_end_of_day(
     *,
     use_tasks: bool = True,
     lock_timeout: float | None = None,
+    max_quarantined_share: float | None = None,
 ) -> dict:
     """One date end to end; returns the run record.  Raises ``RunFailed`` with a one-line reason.
 
@@ -195,6 +203,8 @@ def run_end_of_day(
     (``succeeded`` / ``failed``); the warehouse ``runs`` table receives it with the
     publish, or at the next publish when the warehouse could not be written.
     ``use_tasks=False`` runs the same stages as plain calls (no Prefect run).
+    ``max_quarantined_share`` (``--max-quarantined-share``) overrides the policy's
+    ``max_quarantined_position_share`` (SPEC §3); ``strict`` wins over both.
     """
     tasks = prefect_objects() if use_tasks else None
     call = (lambda step, *a: tasks[step.__name__](*a)) if use_tasks else (lambda step, *a: step(*a))
@@ -208,11 +218,13 @@ def run_end_of_day(
         "status": "running",
         "error": None,
         "code_version": code_version(),
-        "parameters": {"inputs": str(inputs), "db": str(db), "strict": strict},
+        "parameters": {"inputs": str(inputs), "db": str(db), "strict": strict,
+                       "max_quarantined_share": max_quarantined_share},
         "input_checksums": {},
         "row_counts": {},
         "timings": timer.timings,
         "warnings": {},
+        "process": run_lock.this_process(),
     }
     try:
         warehouse.append_run_log(db, record)
@@ -225,7 +237,12 @@ def run_end_of_day(
         partitions = max(partitions, 2)
     if partitioned_run:
         record["parameters"].update({"partitions": partitions, "dask_address": dask_address})
+    run_serialised = contextlib.ExitStack()  # SPEC §8: one run of the warehouse at a time, load to publish
     try:
+        stage = "lock"
+        run_serialised.enter_context(run_lock.hold_run_lock(
+            db, timeout=warehouse.default_lock_timeout() if lock_timeout is None else lock_timeout, run_id=run_id))
+        stage = "load"
         with contextlib.ExitStack() as scratch_stack:
             scratch = (
                 str(scratch_stack.enter_context(results_store.scratch_folder(results_dir_for(db), as_of, run_id)))
@@ -237,8 +254,12 @@ def run_end_of_day(
             fault_point("load")
             record["input_checksums"] = loaded.checksums
             record["parameters"].update(
-                {k: loaded.policy[k] for k in ("maintenance_ratio", "vol_floor", "reporting_lei", "collateralisation_category")}
+                {k: loaded.policy[k] for k in ("maintenance_ratio", "vol_floor", "reporting_lei", "collateralisation_category",
+                                               "max_quarantined_position_share")}
             )
+            guard_limit = (loaded.policy["max_quarantined_position_share"] if max_quarantined_share is None
+                           else max_quarantined_share)
+            instruments = loaded.margin_inputs.instruments
             record["parameters"]["files"] = loaded.files
             stage = "compute"
             with timer.stage("compute") as note:
@@ -267,6 +288,12 @@ def run_end_of_day(
             if strict and quarantined:
                 detail = ", ".join(f"{r}={n}" for r, n in _quarantine_reasons(results).iter_rows())
                 raise RunFailed(f"--strict: {quarantined} rows quarantined ({detail})")
+            guard = quarantine_guard(  # SPEC §3: a bad feed must not silently shrink the book
+                counts["positions"]["read"], counts["positions"]["quarantined"], guard_limit,
+                quarantine_culprits(_quarantine_rows(results), instruments),
+            )
+            if guard:
+                raise RunFailed(guard)
             record["status"] = "succeeded"
             total_rows = sum(result_rows.values())
             stage = "save"
@@ -302,6 +329,8 @@ def run_end_of_day(
         if isinstance(error, RunFailed):
             raise
         raise RunFailed(reason) from error
+    finally:
+        run_serialised.close()
 
 
 def _final(record: dict) -> dict:
@@ -311,6 +340,8 @@ def _final(record: dict) -> dict:
 def _one_line(error: BaseException, as_of: dt.date | None = None) -> str:
     if isinstance(error, StructuralError):
         return f"structural error: {error}"
+    if isinstance(error, (run_lock.RunLockBusy, RunFailed)):
+        return str(error)
     if isinstance(error, warehouse.WarehouseLocked):
         return (
             f"{error}; results are saved as Parquet, finish with "
@@ -340,6 +371,7 @@ def _eod_margin_flow(
     strict: bool = False,
     timezone: str = "UTC",
     lock_timeout: Optional[float] = None,
+    max_quarantined_share: Optional[float] = None,
 ) -> dict:
     """End-of-day margin for one business date: load, compute, save, publish.
 
@@ -347,7 +379,8 @@ def _eod_margin_flow(
     ``margin serve``); ``lock_timeout`` bounds the wait for the warehouse lock
     (default ``MARGIN_LOCK_TIMEOUT`` or 60 s)."""
     day = resolve_as_of(as_of, timezone)
-    record = run_end_of_day(day, Path(inputs), Path(db), strict, lock_timeout=lock_timeout)
+    record = run_end_of_day(day, Path(inputs), Path(db), strict, lock_timeout=lock_timeout,
+                            max_quarantined_share=max_quarantined_share)
     _markdown_artifact(record, Path(db))
     return {k: record[k] for k in ("run_id", "as_of_date", "status", "row_counts", "timings")}
 
@@ -374,6 +407,7 @@ def backfill_dates(
     lock_timeout: float | None = None,
     *,
     use_tasks: bool = True,
+    max_quarantined_share: float | None = None,
 ) -> dict:
     """Every business date in [start, end] with inputs, in order; a failed date is
     reported (``failed``: date → one-line reason) and the rest continue."""
@@ -381,7 +415,8 @@ def backfill_dates(
     outcome: dict = {"succeeded": [], "failed": {}}
     for day in dates:
         try:
-            record = run_end_of_day(day, Path(inputs), Path(db), strict, use_tasks=use_tasks, lock_timeout=lock_timeout)
+            record = run_end_of_day(day, Path(inputs), Path(db), strict, use_tasks=use_tasks, lock_timeout=lock_timeout,
+                                    max_quarantined_share=max_quarantined_share)
             outcome["succeeded"].append(record["as_of_date"])
             if use_tasks:
                 _markdown_artifact(record, Path(db))
@@ -399,10 +434,12 @@ def _backfill_flow(
     db: str = str(DEFAULT_DB),
     strict: bool = False,
     lock_timeout: Optional[float] = None,
+    max_quarantined_share: Optional[float] = None,
 ) -> dict:
     """Every business date in [start, end] with inputs, in order; a failed date is reported, the rest continue."""
     return backfill_dates(
-        dt.date.fromisoformat(start), dt.date.fromisoformat(end), Path(inputs), Path(db), strict, lock_timeout
+        dt.date.fromisoformat(start), dt.date.fromisoformat(end), Path(inputs), Path(db), strict, lock_timeout,
+        max_quarantined_share=max_quarantined_share,
     )
 
 

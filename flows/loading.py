@@ -34,6 +34,7 @@ POLICY_DEFAULTS = {
     "vol_floor": 0.01,
     "reporting_lei": None,
     "collateralisation_category": "OWC2",
+    "max_quarantined_position_share": 0.01,
 }
 
 
@@ -42,7 +43,8 @@ class StructuralError(Exception):
 
     def __init__(self, file: Path | str, column: str | None, reason: str):
         self.file, self.column, self.reason = str(file), column, reason
-        where = f"{self.file}" + (f", column '{column}'" if column else "")
+        label = "key" if self.file.endswith(".toml") else "column"
+        where = f"{self.file}" + (f", {label} '{column}'" if column else "")
         super().__init__(f"{where}: {reason}")
 
 
@@ -249,22 +251,44 @@ def check_stress_scenarios(stresses: pl.DataFrame, path: Path) -> None:
              "value ≤ −1 (a stress would take a price to zero or below)")
     _check_unique(stresses, path, ["stress_id", "underlying"])
 
+#: The type each ``policy.toml`` key must have (SPEC §2); ``None`` allowed where the default is.
+POLICY_TYPES: dict[str, tuple[type, ...]] = {
+    "maintenance_ratio": (int, float),
+    "vol_floor": (int, float),
+    "reporting_lei": (str,),
+    "collateralisation_category": (str,),
+    "max_quarantined_position_share": (int, float),
+}
+
 
 def read_policy(path: Path) -> dict:
-    """``policy.toml`` with SPEC defaults for absent keys, range-checked."""
+    """``policy.toml`` with SPEC defaults for absent keys, range-checked.
+
+    Trusted configuration (SPEC §2): an unreadable or non-UTF-8 file, an unknown key or a
+    value of the wrong type or range is a ``StructuralError`` naming the file and the key."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise StructuralError(path, None, f"not UTF-8 text (byte {error.start}: {error.reason})") from error
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise StructuralError(path, None, f"not a readable TOML file ({error})") from error
+    for key, value in raw.items():
+        if key not in POLICY_TYPES:
+            close = difflib.get_close_matches(key, list(POLICY_TYPES), n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(POLICY_TYPES)}"
+            raise StructuralError(path, key, f"unknown policy key ({hint})")
+        wanted = POLICY_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            kind = "a number" if float in wanted else "text"
+            raise StructuralError(path, key, f"must be {kind}, not {type(value).__name__} {value!r}"[:200])
     policy = {**POLICY_DEFAULTS, **raw}
-    for key in ("maintenance_ratio", "vol_floor"):
-        value = policy[key]
-        _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), path, key,
-                 "must be a finite number")
+    for key in ("maintenance_ratio", "vol_floor", "max_quarantined_position_share"):
+        _require(math.isfinite(policy[key]), path, key, "must be a finite number")
+        policy[key] = float(policy[key])
     _require(0 < policy["maintenance_ratio"] <= 1, path, "maintenance_ratio", "value outside (0, 1]")
     _require(policy["vol_floor"] > 0, path, "vol_floor", "must be > 0")
-    policy["maintenance_ratio"] = float(policy["maintenance_ratio"])
-    policy["vol_floor"] = float(policy["vol_floor"])
+    _require(0 <= policy["max_quarantined_position_share"] <= 1, path, "max_quarantined_position_share",
+             "value outside [0, 1]")
     return policy
 
 

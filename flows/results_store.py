@@ -155,8 +155,24 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def table_files(folder: Path) -> dict[str, list[Path]]:
-    """Table → its Parquet file(s) in a saved results folder (one file, or one per partition)."""
+class ResultsReplaced(RuntimeError):
+    """The saved results folder holds another run's results than the one being published."""
+
+
+def table_files(folder: Path, run_id: str | None = None) -> dict[str, list[Path]]:
+    """Table → its Parquet file(s) in a saved results folder (one file, or one per partition).
+
+    With ``run_id``: the folder's ``run.json`` must be that run's (the run lock makes
+    this so; checked, because a date's rows and its run record must come from one run)."""
+    if run_id is not None:
+        try:
+            saved_run = json.loads((Path(folder) / "run.json").read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError) as error:
+            raise ResultsReplaced(f"saved results {folder} have no readable run.json ({error})") from error
+        if saved_run != run_id:
+            raise ResultsReplaced(
+                f"saved results {folder} are run {saved_run}'s, not this run's ({run_id}); nothing published"
+            )
     files = {}
     for table in RESULT_TABLES:
         single = Path(folder) / f"{table}.parquet"

@@ -36,6 +36,11 @@ def run_log_for(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".runs.jsonl")
 
 
+def run_lock_for(db_path: Path) -> Path:
+    """The lock that serialises the runs writing one warehouse (``flows.run_lock``)."""
+    return db_path.with_name(db_path.name + ".run.lock")
+
+
 def configure_prefect() -> None:
     """Offline, quiet Prefect with its home inside the project's data folder (unless set).
 

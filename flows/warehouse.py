@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from flows import run_lock
 from flows.settings import SQL_DIR, run_log_for
 from transforms.contract import RESULT_TABLES  # noqa: F401 (defined once, in the contract)
 
@@ -205,7 +206,8 @@ def pending_run_records(db_path: Path, current_run_id: str | None = None, text: 
             continue  # a line cut short by a kill
         latest[record["run_id"]] = record
     for run_id, record in latest.items():
-        if record.get("status") == "running" and run_id != current_run_id:
+        still_running = run_lock.process_alive(record.get("process")) is True
+        if record.get("status") == "running" and run_id != current_run_id and not still_running:
             record["status"] = "interrupted"
             record["error"] = record.get("error") or "run ended without a final record (killed or lost)"
     for record in latest.values():

@@ -330,7 +330,16 @@ def test_expiries_roll_forward():
 # --------------------------------------------------------------------------------------
 # deliberately bad rows
 # --------------------------------------------------------------------------------------
-def test_bad_rows_present(book):
+@pytest.fixture(scope="module")
+def large_book(tmp_path_factory) -> Path:
+    """Big enough (~5,000 position rows) for every kind of deliberately bad position row."""
+    root = tmp_path_factory.mktemp("large")
+    gen.generate_day(root, D2, 500, SEED)
+    return root
+
+
+def test_bad_rows_present(large_book):
+    book = large_book
     folder = book / f"date={D2}"
     pos = read(folder, "positions")
     ins = read(folder, "instruments")
@@ -352,7 +361,17 @@ def test_bad_rows_present(book):
     bad_share = pos.filter(
         ~pl.col("instrument_id").is_in(ins["instrument_id"].implode())
         | pl.col("quantity").is_null() | pl.col("quantity").is_nan()).height / pos.height
-    assert bad_share < 0.05
+    assert bad_share < 0.0025  # a fifth of the quarantine guard's default limit (SPEC §3)
+
+
+@pytest.mark.parametrize("accounts", [1, 2, 7, 30, 60, 120, 400, 1500])
+def test_deliberately_bad_rows_stay_well_inside_the_quarantine_guard(tmp_path, accounts):
+    loading = pytest.importorskip("flows.loading")
+    pipeline = pytest.importorskip("transforms.pipeline")
+    gen.generate_day(tmp_path, D2, accounts, SEED)
+    counts = pipeline.compute_margin(loading.load_inputs(tmp_path, D2).margin_inputs).counts
+    positions = counts.filter(pl.col("table") == "positions").row(0, named=True)
+    assert positions["quarantined"] / positions["read"] <= 0.0025, positions  # limit 0.01
 
 
 def test_no_bad_rows_when_disabled(clean_day, book):
