@@ -279,7 +279,7 @@ def read_policy(path: Path) -> dict:
             raise StructuralError(path, key, f"unknown policy key ({hint})")
         wanted = POLICY_TYPES[key]
         if isinstance(value, bool) or not isinstance(value, wanted):
-            kind = "a number" if float in wanted else "text"
+            kind = "a finite number" if float in wanted else "text"
             raise StructuralError(path, key, f"must be {kind}, not {type(value).__name__} {value!r}"[:200])
     policy = {**POLICY_DEFAULTS, **raw}
     for key in ("maintenance_ratio", "vol_floor", "max_quarantined_position_share"):

@@ -41,8 +41,10 @@ def margin_status(equity: pl.Expr, im: pl.Expr, mm: pl.Expr, position_count: pl.
 
 
 def margin_ratio(equity: pl.Expr, mm: pl.Expr) -> pl.Expr:
-    """``mm / equity``; null when equity ≤ 0 (0 when mm = 0 and equity > 0)."""
-    return pl.when(equity > 0).then(mm / equity).otherwise(None)
+    """``mm / equity``; null when equity ≤ 0 or the ratio is not finite (a tiny positive
+    equity), 0 when mm = 0 and equity > 0 (SPEC §6)."""
+    ratio = mm / equity
+    return pl.when((equity > 0) & ratio.is_finite()).then(ratio).otherwise(None)
 
 
 def account_health(account_figures: pl.LazyFrame, maintenance_ratio: float) -> pl.LazyFrame:

@@ -19,7 +19,8 @@ CODE_TYPE = pl.UInt32
 
 
 def encode_accounts(tables: dict[str, pl.LazyFrame]) -> tuple[dict[str, pl.LazyFrame], pl.Series]:
-    """Adds ``account_code`` to every row of each table (null for a null ``account_id``).
+    """Adds ``account_code`` to every row of each table (null for a null, empty or blank
+    ``account_id``: SPEC §3 counts them as null keys, so they make no account).
 
     Returns the coded tables (collected once: the code column is aligned with their
     rows) and the sorted distinct ids, ``ids[code] == account_id``.  One dense rank over
@@ -27,6 +28,9 @@ def encode_accounts(tables: dict[str, pl.LazyFrame]) -> tuple[dict[str, pl.LazyF
     """
     frames = pl.collect_all(list(tables.values()))
     stacked = pl.concat([frame.get_column("account_id") for frame in frames])
+    blank = ~stacked.str.contains(r"\S")
+    if blank.any():
+        stacked = pl.select(pl.when(~blank).then(stacked)).to_series().alias("account_id")
     codes = (stacked.rank("dense") - 1).cast(CODE_TYPE)
     known = codes.is_not_null()
     distinct = int(codes.max()) + 1 if known.any() else 0

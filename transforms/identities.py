@@ -146,6 +146,23 @@ def count_violations(counts: pl.DataFrame, quarantined: dict[str, int]) -> list[
     ]
 
 
+def non_finite_values(tables: dict[str, pl.DataFrame]) -> list[str]:
+    """No published float is NaN or ±infinite (SPEC §3, §6): one problem per column that has
+    any (a null is not one: ``margin_ratio`` and ``worst_scenario`` may be null)."""
+    problems = []
+    for table, frame in tables.items():
+        counts = []
+        for column, dtype in frame.schema.items():
+            if dtype.is_float():
+                counts.append((~pl.col(column).is_finite()).sum().alias(column))
+            elif isinstance(dtype, pl.List) and dtype.inner.is_float():  # scenario_losses
+                counts.append((~pl.col(column).explode().is_finite()).sum().alias(column))
+        if counts:
+            found = frame.select(counts).row(0, named=True)
+            problems += [f"{table}.{column}: {n} NaN or infinite values" for column, n in found.items() if n]
+    return problems
+
+
 def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -> list[str]:
     """rows_read = rows_used + rows_quarantined per table; quarantine rows match the counts;
     ``collateral_value_usd = Σ value_after_haircut_usd``; ``im`` equals the figure its mode
@@ -189,4 +206,4 @@ def identity_violations(tables: dict[str, pl.DataFrame], counts: pl.DataFrame) -
         tables["position_margin"], tables["underlying_risk"],
         in_key_order["position_margin"] and in_key_order["underlying_risk"],
     )
-    return problems + duplicate_keys
+    return non_finite_values(tables) + problems + duplicate_keys

@@ -46,9 +46,33 @@ INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: SPEC §3 magnitudes no real book has (``invalid_value``): ``|quantity|``, ``|amount|``
+#: above ``MAX_SIZE``; a price, rate, multiplier or strike outside [``MIN_LEVEL``, ``MAX_LEVEL``];
+#: an implied vol outside [``MIN_VOL``, ``MAX_VOL``] makes option positions ``missing_vol``.
+#: Within them every published figure is finite.
+MAX_SIZE = 1e12
+MIN_LEVEL, MAX_LEVEL = 1e-12, 1e12
+MIN_VOL, MAX_VOL = 1e-4, 10.0
+
+
 def _bad_number(column: str) -> pl.Expr:
     """Null, NaN or ±inf."""
     return pl.col(column).is_null() | ~pl.col(column).is_finite()
+
+
+def _null_key(column: str) -> pl.Expr:
+    """A null key: null, empty or blank (whitespace only) text (SPEC §3)."""
+    return pl.col(column).is_null() | ~pl.col(column).str.contains(r"\S")
+
+
+def _bad_size(column: str) -> pl.Expr:
+    """Null, NaN, ±inf, or a magnitude above ``MAX_SIZE``."""
+    return _bad_number(column) | (pl.col(column).abs() > MAX_SIZE)
+
+
+def _bad_level(column: str) -> pl.Expr:
+    """Null, NaN, ±inf, or outside [``MIN_LEVEL``, ``MAX_LEVEL``] (≤ 0 included)."""
+    return _bad_number(column) | (pl.col(column) < MIN_LEVEL) | (pl.col(column) > MAX_LEVEL)
 
 
 def _first_reason(*rules: tuple[pl.Expr, str | pl.Expr]) -> pl.Expr:
@@ -63,8 +87,8 @@ def _first_reason(*rules: tuple[pl.Expr, str | pl.Expr]) -> pl.Expr:
 
 
 def _duplicated(key: str) -> pl.Expr:
-    """Every copy of a non-null key that appears more than once."""
-    return pl.col(key).is_not_null() & (pl.len().over(key) > 1)
+    """Every copy of a non-null (and non-blank) key that appears more than once."""
+    return ~_null_key(key) & (pl.len().over(key) > 1)
 
 
 def check_instruments(instruments: pl.LazyFrame) -> pl.LazyFrame:
@@ -72,20 +96,18 @@ def check_instruments(instruments: pl.LazyFrame) -> pl.LazyFrame:
     kind = pl.col("kind")
     is_option = kind == "option"
     invalid = (
-        pl.col("instrument_id").is_null()
+        _null_key("instrument_id")
         | kind.is_null()
         | ~kind.is_in(KINDS)
-        | _bad_number("multiplier")
-        | (pl.col("multiplier") <= 0)
-        | pl.col("underlying").is_null()
-        | pl.col("currency").is_null()
+        | _bad_level("multiplier")
+        | _null_key("underlying")
+        | _null_key("currency")
         | ((kind == "future") & pl.col("expiry").is_null())
         | (
             is_option
             & (
                 pl.col("expiry").is_null()
-                | _bad_number("strike")
-                | (pl.col("strike") <= 0)
+                | _bad_level("strike")
                 | pl.col("option_type").is_null()
                 | ~pl.col("option_type").is_in(OPTION_TYPES)
             )
@@ -102,7 +124,8 @@ def check_prices(prices: pl.LazyFrame) -> pl.LazyFrame:
     ``implied_vol`` is not checked here: a bad vol makes option *positions*
     ``missing_vol`` while the price row itself is used (SPEC §3).
     """
-    invalid = pl.col("instrument_id").is_null() | _bad_number("price")
+    price = pl.col("price")
+    invalid = _null_key("instrument_id") | _bad_number("price") | (price > MAX_LEVEL) | ((price > 0) & (price < MIN_LEVEL))
     return prices.with_columns(
         _first_reason(
             (invalid, "invalid_value"),
@@ -115,9 +138,8 @@ def check_prices(prices: pl.LazyFrame) -> pl.LazyFrame:
 def check_fx_rates(fx_rates: pl.LazyFrame) -> pl.LazyFrame:
     """FX rates with ``reason``; a USD row with any rate other than exactly 1.0 is invalid."""
     invalid = (
-        pl.col("currency").is_null()
-        | _bad_number("usd_rate")
-        | (pl.col("usd_rate") <= 0)
+        _null_key("currency")
+        | _bad_level("usd_rate")
         | ((pl.col("currency") == REPORTING_CURRENCY) & (pl.col("usd_rate") != 1.0))
     )
     return fx_rates.with_columns(
@@ -128,7 +150,7 @@ def check_fx_rates(fx_rates: pl.LazyFrame) -> pl.LazyFrame:
 def check_accounts(accounts: pl.LazyFrame) -> pl.LazyFrame:
     """Accounts with ``reason``: null id or margin_mode outside its set, then duplicate_key."""
     invalid = (
-        pl.col("account_id").is_null()
+        _null_key("account_id")
         | pl.col("margin_mode").is_null()
         | ~pl.col("margin_mode").is_in(MARGIN_MODES)
     )
@@ -139,7 +161,7 @@ def check_accounts(accounts: pl.LazyFrame) -> pl.LazyFrame:
 
 def check_collateral(collateral: pl.LazyFrame, fx: pl.LazyFrame) -> pl.LazyFrame:
     """Collateral with ``reason``: invalid_value, then missing_fx for an asset without usable FX."""
-    invalid = pl.col("account_id").is_null() | pl.col("asset").is_null() | _bad_number("amount")
+    invalid = _null_key("account_id") | _null_key("asset") | _bad_size("amount")
     checked = collateral.join(
         fx.select(pl.col("currency").alias("asset"), pl.lit(True).alias("_has_fx")), on="asset", how="left"
     )
@@ -185,7 +207,7 @@ def instrument_market(
         )
     )
     vol = pl.col("implied_vol")
-    bad_vol = vol.is_null() | ~vol.is_finite() | (vol <= 0)
+    bad_vol = vol.is_null() | ~vol.is_finite() | (vol < MIN_VOL) | (vol > MAX_VOL)
     return (
         instruments.join(price_rows, on="instrument_id", how="left")
         .join(fx_rates, left_on="currency", right_on="currency", how="left")
@@ -206,7 +228,7 @@ def instrument_market(
 
 def check_positions(positions: pl.LazyFrame, market: pl.LazyFrame) -> pl.LazyFrame:
     """Positions with ``reason`` and, for usable rows, their instrument's market data."""
-    invalid = pl.col("account_id").is_null() | pl.col("instrument_id").is_null() | _bad_number("quantity")
+    invalid = _null_key("account_id") | _null_key("instrument_id") | _bad_size("quantity")
     joined = positions.join(
         market.with_columns(pl.lit(True).alias("_known")), on="instrument_id", how="left"
     )
