@@ -174,14 +174,19 @@ def generate(
     from market.reference_defaults import SCENARIO_GRIDS
 
     as_of = parse_date(date)
-    if scenarios is not None:
-        if scenarios not in SCENARIO_GRIDS:
-            fail(f"--scenarios {scenarios!r}: unknown grid (one of {', '.join(SCENARIO_GRIDS)})")
-        typer.echo(str(install_scenario_grid(out, scenarios)))
-    if days == 1:
-        folders = [generate_day(out, as_of, accounts, seed, bad_rows=not clean)]
-    else:
-        folders = generate_book(out, as_of, days, accounts, seed)
+    if days < 1 or accounts < 1:
+        fail("--days and --accounts must be at least 1")
+    try:
+        if scenarios is not None:
+            if scenarios not in SCENARIO_GRIDS:
+                fail(f"--scenarios {scenarios!r}: unknown grid (one of {', '.join(SCENARIO_GRIDS)})")
+            typer.echo(str(install_scenario_grid(out, scenarios)))
+        if days == 1:
+            folders = [generate_day(out, as_of, accounts, seed, bad_rows=not clean)]
+        else:
+            folders = generate_book(out, as_of, days, accounts, seed, bad_rows=not clean)
+    except (OSError, ValueError) as error:
+        fail(f"cannot generate inputs under {out}: {first_line(error)}")
     for folder in folders:
         typer.echo(str(folder))
 
@@ -261,7 +266,7 @@ def backfill(
     outcome = _run_backfill(first, last, inputs, db, strict, lock_timeout, max_quarantined_share)
     typer.echo(f"succeeded: {len(outcome['succeeded'])}  failed: {len(outcome['failed'])}")
     for day, reason in outcome["failed"].items():
-        typer.echo(f"  {day}: {reason}", err=True)
+        typer.echo(f"margin: error: {day}: {reason}", err=True)
     if outcome["failed"]:
         raise typer.Exit(1)
     if not outcome["succeeded"]:
@@ -386,6 +391,7 @@ def report(
 ) -> None:
     """Write the risk desk's daily report for one date: one self-contained HTML page (charts embedded as SVG, no network needed) with IM by mode, accounts by status, top deficits, netting and aggregation benefit, risk by underlying and the day-over-day change; every account in its tables links to its page (written into accounts/ beside the report: the `margin explain` derivation with charts of the scenario losses and the collateral tiers)."""
     from outputs.explain import ExplainError
+    from flows.warehouse import NotAWarehouse
     from outputs.report import ReportError, write_report
 
     as_of = parse_date(date)
@@ -397,7 +403,7 @@ def report(
             path = write_account_page(db, as_of, account, target)
         else:
             path = write_report(db, as_of, out or Path(f"margin_report_{as_of.isoformat()}.html"))
-    except (ReportError, ExplainError, FileNotFoundError) as error:
+    except (ReportError, ExplainError, OSError, NotAWarehouse) as error:
         fail(first_line(error))
     typer.echo(str(path))
 
@@ -459,6 +465,7 @@ def export(
 
     csv / parquet write account_margin and collateral_valuation for the date with a row_hash per row, plus a manifest with row counts and SHA-256 checksums.
     """
+    from flows.warehouse import NotAWarehouse
     from outputs.exports import ExportError, export_files
 
     as_of = parse_date(date)
@@ -470,7 +477,7 @@ def export(
             fail(f"--reporting-time {reporting_time!r} is not an ISO 8601 timestamp")
     try:
         result = export_files(db, as_of, format, out, moment, allow_partial, inputs=inputs)
-    except (ExportError, FileNotFoundError) as error:
+    except (ExportError, OSError, NotAWarehouse) as error:
         fail(first_line(error))
     for warning in result.warnings:
         typer.echo(f"margin: warning: {warning}", err=True)
@@ -486,7 +493,36 @@ def export(
 
 
 def main() -> None:
-    app()
+    """``margin``: every failure ends in one ``margin: error:`` line on stderr and a
+    non-zero exit — a mistyped option or value (exit 2), a failed command (1), an
+    interruption (130) — never a Python traceback (``MARGIN_TRACEBACK=1`` shows one for
+    an unexpected error)."""
+    from typer._click import exceptions as click_errors  # typer 0.29 vendors click
+
+    from flows.settings import SHOW_TRACEBACKS
+
+    try:
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as error:  # `margin` alone, `margin server`: the help
+        typer.echo(error.ctx.get_help())
+        sys.exit(0)
+    except click_errors.UsageError as error:  # an unknown option, a missing or malformed value
+        where = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+        typer.echo(f"margin: error: {' '.join(error.format_message().split())}{where}", err=True)
+        sys.exit(2)
+    except click_errors.ClickException as error:  # e.g. a file option that cannot be opened
+        typer.echo(f"margin: error: {' '.join(error.format_message().split())}", err=True)
+        sys.exit(error.exit_code or 1)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("margin: error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 — the last line of defence: never a traceback
+        if SHOW_TRACEBACKS:
+            raise
+        typer.echo(f"margin: error: unexpected {type(error).__name__}: {first_line(error)} "
+                   f"(MARGIN_TRACEBACK=1 shows where)"[:1000], err=True)
+        sys.exit(1)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -242,6 +242,7 @@ def run_end_of_day(
         stage = "lock"
         run_serialised.enter_context(run_lock.hold_run_lock(
             db, timeout=warehouse.default_lock_timeout() if lock_timeout is None else lock_timeout, run_id=run_id))
+        warehouse.check_warehouse_file(db)  # before computing anything
         stage = "load"
         with contextlib.ExitStack() as scratch_stack:
             scratch = (
@@ -340,7 +341,7 @@ def _final(record: dict) -> dict:
 def _one_line(error: BaseException, as_of: dt.date | None = None) -> str:
     if isinstance(error, StructuralError):
         return f"structural error: {error}"
-    if isinstance(error, (run_lock.RunLockBusy, RunFailed)):
+    if isinstance(error, (run_lock.RunLockBusy, RunFailed, warehouse.NotAWarehouse)):
         return str(error)
     if isinstance(error, warehouse.WarehouseLocked):
         return (

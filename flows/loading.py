@@ -63,11 +63,17 @@ def date_folder(inputs_root: Path, as_of: dt.date) -> Path:
 
 
 def locate(inputs_root: Path, as_of: dt.date, file_name: str) -> Path:
-    """The file in ``date=D/`` if present, else in ``reference/``, else a structural error."""
+    """The file in ``date=D/`` if present, else in ``reference/``, else a structural error.
+
+    Something of that name that is not a file (a folder, a broken link) is a structural
+    error, never a silent fall back to ``reference/``."""
     for folder in (date_folder(inputs_root, as_of), Path(inputs_root) / "reference"):
         candidate = folder / file_name
         if candidate.is_file():
             return candidate
+        if candidate.exists() or candidate.is_symlink():
+            kind = "a folder" if candidate.is_dir() else "a broken link" if not candidate.exists() else "not a file"
+            raise StructuralError(candidate, None, f"is {kind}, not a regular file")
     raise StructuralError(
         date_folder(inputs_root, as_of) / file_name, None, f"file not found here nor in {Path(inputs_root) / 'reference'}"
     )
@@ -141,12 +147,26 @@ def scan_table(path: Path, table: str) -> pl.LazyFrame:
 
 
 def read_table(path: Path, table: str) -> pl.DataFrame:
-    """Read one Parquet table and cast it to its SPEC §2 contract (extra columns dropped)."""
+    """Read one Parquet table and cast it to its SPEC §2 contract (extra columns dropped).
+
+    Only the contract's columns are read, so an extra column of a type Polars cannot
+    load (e.g. a decimal256 wider than 38 digits) is ignored like any extra column."""
     try:
-        raw = pl.read_parquet(path)
+        schema = pl.read_parquet_schema(path)
     except Exception as error:  # corrupt, truncated, not Parquet
         raise _not_parquet(path, error) from error
-    columns = _contract_columns(raw.schema, path, table)
+    columns = _contract_columns(schema, path, table)  # names a missing column, with the file's near miss
+    wanted = [column for column in TABLE_SCHEMAS[table] if column in schema]
+    try:
+        raw = pl.read_parquet(path, columns=wanted)
+    except Exception as error:  # truncated data pages, or one contract column that cannot be loaded
+        for column in wanted:
+            try:
+                pl.read_parquet(path, columns=[column])
+            except Exception as column_error:
+                reason = str(column_error).strip().splitlines()[0][:200] if str(column_error).strip() else ""
+                raise StructuralError(path, column, f"cannot be read ({reason or type(column_error).__name__})") from error
+        raise _not_parquet(path, error) from error
     try:
         return raw.select(columns)
     except pl.exceptions.PolarsError as error:

@@ -17,6 +17,11 @@ DEFAULT_INPUTS = Path(os.environ.get("MARGIN_INPUTS", DATA_DIR / "inputs"))
 DEFAULT_DB = Path(os.environ.get("MARGIN_DB", DATA_DIR / "warehouse.duckdb"))
 
 
+#: ``MARGIN_TRACEBACK=1``: an unexpected error of a ``margin`` command shows its traceback
+#: (by default it is one line, like every other failure).
+SHOW_TRACEBACKS = os.environ.get("MARGIN_TRACEBACK") == "1"
+
+
 def compute_partitions() -> tuple[int, str | None]:
     """How the compute stage runs: ``MARGIN_PARTITIONS`` margin-group partitions (1 = one
     pass over the whole book) and ``MARGIN_DASK_ADDRESS`` (a Dask scheduler such as

@@ -23,6 +23,7 @@ import duckdb
 import polars as pl
 
 from flows import run_lock
+from flows.progress import say
 from flows.settings import SQL_DIR, run_log_for
 from transforms.contract import RESULT_TABLES  # noqa: F401 (defined once, in the contract)
 
@@ -57,6 +58,34 @@ class WarehouseLocked(RuntimeError):
     """Another process holds the warehouse file past the lock timeout."""
 
 
+class NotAWarehouse(ValueError):
+    """``--db`` names something that exists and is not a DuckDB database file."""
+
+
+#: Bytes 8-11 of every DuckDB database file.
+DUCKDB_MAGIC = b"DUCK"
+
+
+def check_warehouse_file(db_path: Path) -> None:
+    """Refuse a ``--db`` that exists and is not a DuckDB file (a Parquet file, a folder, a
+    report …): DuckDB 2 would open a Parquet file as a read-only database and the run
+    would say it published while nothing was saved.  A path that does not exist is a new
+    warehouse."""
+    db_path = Path(db_path)
+    if not db_path.exists():
+        return
+    if db_path.is_dir():
+        raise NotAWarehouse(f"--db {db_path} is a folder, not a DuckDB warehouse file")
+    try:
+        with open(db_path, "rb") as handle:
+            header = handle.read(12)
+    except OSError as error:
+        raise NotAWarehouse(f"--db {db_path} cannot be read ({error.strerror or error})") from error
+    if header[8:12] != DUCKDB_MAGIC:
+        what = "a Parquet file" if header[:4] == b"PAR1" else "an empty file" if not header else "not a DuckDB file"
+        raise NotAWarehouse(f"--db {db_path} is {what}, not a DuckDB warehouse (give a new or existing warehouse file)")
+
+
 def sql_file(name: str) -> str:
     return (SQL_DIR / name).read_text()
 
@@ -73,6 +102,7 @@ def connect(db_path: Path, *, read_only: bool = False, lock_timeout: float | Non
     then ``WarehouseLocked`` says who holds it.
     """
     db_path = Path(db_path)
+    check_warehouse_file(db_path)
     timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
     deadline = time.monotonic() + timeout
     delay = 0.2
@@ -171,7 +201,7 @@ def _locked_run_log(db_path: Path, mode: str) -> Iterator:
     """The run log opened with an exclusive ``flock`` (appends and rewrites never interleave)."""
     log = run_log_for(Path(db_path))
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, mode, encoding="utf-8") as handle:
+    with open(log, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield handle
@@ -180,31 +210,83 @@ def _locked_run_log(db_path: Path, mode: str) -> Iterator:
 
 
 def _read_run_log(db_path: Path) -> tuple[str, int]:
-    """The run log's text and its length in bytes at the time of reading."""
+    """The run log's text and its length in bytes at the time of reading (bytes that are
+    not UTF-8 are read as U+FFFD: the damaged line is set aside, the rest still loads)."""
     log = run_log_for(Path(db_path))
     if not log.exists():
         return "", 0
-    with _locked_run_log(db_path, "a+") as handle:
+    with _locked_run_log(db_path, "ab+") as handle:
         handle.seek(0)
         data = handle.read()
-    return data, len(data.encode("utf-8"))
+    return data.decode("utf-8", errors="replace"), len(data)
+
+
+def _damaged(record) -> str | None:
+    """Why a parsed run-log line cannot be a ``runs`` row (None when it can)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if not isinstance(record.get("run_id"), str) or not record["run_id"].strip():
+        return "no run_id"
+    try:
+        for key in ("started_at", "finished_at"):
+            if record.get(key) is not None:
+                dt.datetime.fromisoformat(record[key])
+        if record.get("as_of_date") is not None:
+            dt.date.fromisoformat(record["as_of_date"])
+    except (TypeError, ValueError) as error:
+        return f"bad date or time ({error})"
+    for key in ("status", "error", "code_version"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return f"{key} is not text"
+    return None
+
+
+def rejected_log_for(db_path: Path) -> Path:
+    """Where damaged run-log lines are set aside: ``<db>.runs.jsonl.rejected``."""
+    log = run_log_for(Path(db_path))
+    return log.with_name(log.name + ".rejected")
+
+
+def _set_aside(db_path: Path, damaged: list[tuple[str, str]]) -> None:
+    """Append damaged run-log lines to the rejected file (with why), and say so once."""
+    target = rejected_log_for(db_path)
+    try:
+        with open(target, "a", encoding="utf-8") as handle:
+            for line, why in damaged:
+                handle.write(json.dumps({"reason": why, "line": line}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        say(f"[yellow]run log:[/yellow] {len(damaged)} damaged line(s) skipped; cannot keep them in {target}: {error}")
+        return
+    say(f"[yellow]run log:[/yellow] {len(damaged)} damaged line(s) ({damaged[0][1]}) set aside in {target}")
 
 
 def pending_run_records(db_path: Path, current_run_id: str | None = None, text: str | None = None) -> list[dict]:
     """Last record per run id from the run log; a run whose last word is ``running`` and
-    is not the current one was interrupted (killed, machine lost)."""
+    is not the current one was interrupted (killed, machine lost) unless its process is
+    still alive.  A damaged line (not JSON, cut short, no ``run_id``, a bad date) never
+    blocks a run: it is set aside in ``<db>.runs.jsonl.rejected`` with a warning."""
     if text is None:
         text, _ = _read_run_log(db_path)
     latest: dict[str, dict] = {}
+    damaged: list[tuple[str, str]] = []
     for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
+        except ValueError:
+            damaged.append((line, "not JSON (a torn or hand-edited line)"))
+            continue
+        why = _damaged(record)
+        if why:
+            damaged.append((line, why))
+            continue
         latest[record["run_id"]] = record
+    if damaged:
+        _set_aside(db_path, damaged)
     for run_id, record in latest.items():
         still_running = run_lock.process_alive(record.get("process")) is True
         if record.get("status") == "running" and run_id != current_run_id and not still_running:
@@ -221,7 +303,10 @@ def pending_run_records(db_path: Path, current_run_id: str | None = None, text: 
 
 def append_run_log(db_path: Path, record: dict) -> None:
     """Append one run record to the JSON-lines run log beside the warehouse (fsynced)."""
-    with _locked_run_log(db_path, "a") as handle:
+    with _locked_run_log(db_path, "a+") as handle:  # a+: readable, for the torn-line check
+        size = os.fstat(handle.fileno()).st_size
+        if size and os.pread(handle.fileno(), 1, size - 1) != b"\n":
+            handle.write("\n")  # a line torn by a killed writer must not swallow this record
         handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -233,12 +318,12 @@ def _clear_run_log(db_path: Path, loaded_bytes: int) -> None:
     log = run_log_for(Path(db_path))
     if not log.exists() or loaded_bytes == 0:
         return
-    with _locked_run_log(db_path, "r+") as handle:
+    with _locked_run_log(db_path, "rb+") as handle:
         handle.seek(0)
-        rest = handle.read().encode("utf-8")[loaded_bytes:]
+        rest = handle.read()[loaded_bytes:]
         handle.seek(0)
         handle.truncate()
-        handle.write(rest.decode("utf-8"))
+        handle.write(rest)
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -20,6 +20,7 @@ built from sanitised parts and checked to stay inside ``out``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -28,6 +29,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -214,9 +216,28 @@ def _target(out: Path, name: str) -> Path:
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_bytes(payload)
-    os.replace(temporary, path)
+    """Write ``payload`` to ``path`` through a new temporary file in the same folder.
+
+    The temporary file is created by ``tempfile`` (``O_CREAT | O_EXCL``, a random name):
+    never an existing file, nor a symlink that someone placed there to make the export
+    write outside ``--out``; ``os.replace`` then renames it over ``path`` (a symlink at
+    ``path`` is replaced, not followed)."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def sha256_bytes(payload: bytes) -> str:
@@ -285,30 +306,51 @@ def _policy(con, db: Path, inputs: Path, as_of: dt.date) -> dict:
         params=[as_of],
     ).fetchall()
     parameters = json.loads(row[0][0]) if row and row[0][0] else {}
-    if parameters.get("reporting_lei"):
+    if parameters.get("reporting_lei"):  # text, even from a run record written before policy types were checked
         return {
-            "reporting_lei": parameters["reporting_lei"],
-            "collateralisation_category": parameters.get("collateralisation_category") or "OWC2",
+            "reporting_lei": str(parameters["reporting_lei"]),
+            "collateralisation_category": str(parameters.get("collateralisation_category") or "OWC2"),
         }
     from flows.loading import StructuralError, locate, read_policy
 
     try:
-        policy = read_policy(locate(inputs, as_of, "policy.toml"))
-    except StructuralError:
-        policy = {"reporting_lei": None, "collateralisation_category": "OWC2"}
+        path = locate(inputs, as_of, "policy.toml")
+    except StructuralError:  # no inputs here (e.g. an analyst's machine): the SPEC defaults
+        return {"reporting_lei": None, "collateralisation_category": "OWC2"}
+    try:
+        policy = read_policy(path)
+    except StructuralError as error:
+        raise ExportError(f"structural error: {error}") from error
     return {k: policy.get(k) for k in ("reporting_lei", "collateralisation_category")}
 
 
 def variation_margin(inputs: Path, as_of: dt.date) -> tuple[dict[str, float], list[str]]:
     """Cumulative VM collected per account from ``date=D/variation_margin.parquet`` (SPEC §10)."""
     path = Path(inputs) / f"date={as_of.isoformat()}" / "variation_margin.parquet"
+    if path.exists() and not path.is_file():
+        raise ExportError(f"{path}: is a folder, not a Parquet file")
     if not path.is_file():
         return {}, [f"{path} not found: variation margin collected reported as 0"]
-    frame = pl.read_parquet(path)
-    missing = {"account_id", "vm_collected_usd"} - set(frame.columns)
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as error:  # corrupt, truncated, not Parquet
+        raise ExportError(f"{path}: not a readable Parquet file ({_first_line(error)})") from error
+    missing = {"account_id", "vm_collected_usd"} - set(schema)
     if missing:
         raise ExportError(f"{path}: required column {sorted(missing)[0]!r} is missing")
-    frame = frame.select(pl.col("account_id").cast(pl.String), pl.col("vm_collected_usd").cast(pl.Float64))
+    if schema["account_id"] not in (pl.String, pl.Categorical) or not schema["vm_collected_usd"].is_numeric():
+        bad = "account_id" if schema["account_id"] not in (pl.String, pl.Categorical) else "vm_collected_usd"
+        wanted = "text" if bad == "account_id" else "a number"
+        raise ExportError(f"{path}: column {bad!r} has type {schema[bad]}, which cannot be read as {wanted}")
+    try:
+        frame = pl.read_parquet(path, columns=["account_id", "vm_collected_usd"]).select(
+            pl.col("account_id").cast(pl.String), pl.col("vm_collected_usd").cast(pl.Float64))
+    except Exception as error:
+        raise ExportError(f"{path}: not a readable Parquet file ({_first_line(error)})") from error
+    bad_values = frame.filter(~pl.col("vm_collected_usd").is_finite())
+    if bad_values.height:
+        raise ExportError(f"{path}: column 'vm_collected_usd' has {bad_values.height} NaN or infinite values "
+                          f"(account {bad_values['account_id'][0]})")
     duplicated = frame.filter(pl.col("account_id").is_duplicated())["account_id"].unique().sort().to_list()
     warnings = [f"{path}: accounts listed more than once, values summed: {', '.join(duplicated[:5])}"] if duplicated else []
     summed = frame.group_by("account_id").agg(pl.col("vm_collected_usd").sum())
@@ -568,6 +610,14 @@ def extract_parquet_bytes(frame: pl.DataFrame) -> bytes:
 
 # --- the command -----------------------------------------------------------------------
 
+def _make_folder(out: Path) -> None:
+    """Create ``--out`` (and its parents), or say in one line why it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExportError(f"--out {out} cannot be created ({error.strerror or _first_line(error)})") from error
+
+
 def export_files(
     db: Path,
     as_of: dt.date,
@@ -602,7 +652,7 @@ def export_files(
                 accepted.append(record)
         reporter = safe_component(records[0]["counterparty_1"] if records else "no_records", 20)
         stem = f"emir_margin_{reporter}_{day}"
-        out.mkdir(parents=True, exist_ok=True)
+        _make_folder(out)
         if result.rejected:
             result.rejections_file = _target(out, f"{stem}_rejected.csv")
             _write_atomic(result.rejections_file, _rejections_csv(result.rejected))
@@ -622,7 +672,7 @@ def export_files(
             result.records += frame.height
         kind = "extract"
 
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out)
     manifest_files = []
     for name, payload, rows in payloads:
         path = _target(out, name)
