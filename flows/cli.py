@@ -89,6 +89,11 @@ MaxQuarantinedShareOption = Annotated[
 ]
 
 
+def check_lock_timeout(seconds: float | None) -> None:
+    if seconds is not None and not seconds >= 0:  # NaN fails too (it would wait forever)
+        fail(f"--lock-timeout {seconds!r} must be a number of seconds ≥ 0")
+
+
 def check_share(share: float | None) -> None:
     if share is not None and not 0 <= share <= 1:  # NaN fails too
         fail(f"--max-quarantined-share {share!r} must be a number in [0, 1]")
@@ -230,6 +235,7 @@ def run(
 
     as_of = parse_date(date)
     check_share(max_quarantined_share)
+    check_lock_timeout(lock_timeout)
     use_partitions(partitions, dask_address)
     try:
         if eod.use_prefect():
@@ -260,6 +266,7 @@ def backfill(
     is reported and the rest continue (exit 1 if any failed)."""
     first, last = parse_date(start, "--start"), parse_date(end, "--end")
     check_share(max_quarantined_share)
+    check_lock_timeout(lock_timeout)
     use_partitions(partitions, dask_address)
     if last < first:
         fail("--end is before --start")
@@ -286,6 +293,7 @@ def publish(
     from flows.settings import results_dir_for
 
     as_of = parse_date(date)
+    check_lock_timeout(lock_timeout)
     timeout = warehouse.default_lock_timeout() if lock_timeout is None else lock_timeout
     try:
         with run_lock.hold_run_lock(db, timeout=timeout):  # SPEC §8: no run saves or publishes meanwhile

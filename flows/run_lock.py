@@ -112,6 +112,7 @@ def hold_run_lock(db_path: Path, *, timeout: float, run_id: str | None = None) -
     """Hold the warehouse's run lock for the block; wait at most ``timeout`` seconds for it,
     then raise ``RunLockBusy`` with a one-line reason naming the holder."""
     path = _lock_path(db_path)
+    timeout = timeout if timeout >= 0 else 0.0  # NaN or negative: do not wait (NaN would wait forever)
     if _HELD.get(path):
         _HELD[path] += 1
         try:
@@ -122,7 +123,7 @@ def hold_run_lock(db_path: Path, *, timeout: float, run_id: str | None = None) -
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        deadline = time.monotonic() + max(timeout, 0.0)
+        deadline = time.monotonic() + timeout
         delay, announced = 0.1, False
         while True:
             try:

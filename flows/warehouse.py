@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import math
 import os
 import re
 import signal
@@ -37,10 +38,14 @@ FAULT_STAGES = (
 
 def default_lock_timeout() -> float:
     """Seconds a writer waits for the warehouse lock: ``MARGIN_LOCK_TIMEOUT`` or 60."""
-    return float(os.environ.get(LOCK_TIMEOUT_ENV, "60"))
-
-
-DEFAULT_LOCK_TIMEOUT = default_lock_timeout()
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "60")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={text!r} is not a number of seconds ≥ 0")
+    return seconds
 
 
 def fault_point(stage: str) -> None:
@@ -104,6 +109,7 @@ def connect(db_path: Path, *, read_only: bool = False, lock_timeout: float | Non
     db_path = Path(db_path)
     check_warehouse_file(db_path)
     timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
+    timeout = timeout if timeout >= 0 else 0.0  # NaN or negative: one attempt (NaN would wait forever)
     deadline = time.monotonic() + timeout
     delay = 0.2
     while True:

@@ -127,6 +127,8 @@ def bad_invocations(p: dict[str, Path]) -> list[list[str]]:
         [*run, "--db", parquet], [*run, "--db", folder], [*run, "--db", f"{afile}/sub.duckdb"],
         [*run, "--db", db, "--partitions", "0"], [*run, "--db", db, "--partitions", "-3"],
         [*run, "--db", db, "--max-quarantined-share", "2"], [*run, "--db", db, "--lock-timeout", "soon"],
+        [*run, "--db", db, "--lock-timeout", "nan"], [*run, "--db", db, "--lock-timeout", "-1"],
+        ["publish", "--date", AS_OF, "--db", db, "--lock-timeout", "nan"],
         ["run", "--date", AS_OF, "--inputs", missing, "--db", db], ["run", "--date", AS_OF, "--inputs", afile, "--db", db],
         ["run", "--date", AS_OF, "--inputs", str(p["lei_12345"]), "--db", db, "--no-summary"],
         ["backfill", "--start", "2025-03-14", "--end", "2025-03-01", "--inputs", inputs, "--db", db],

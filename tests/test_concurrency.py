@@ -195,6 +195,9 @@ def test_lock_is_reentrant_in_one_process_and_exclusive_between_processes(tmp_pa
         with pytest.raises(run_lock.RunLockBusy, match=f"PID {holder.pid}"):
             with run_lock.hold_run_lock(db, timeout=0.3):
                 pass
+        with pytest.raises(run_lock.RunLockBusy):  # NaN must not mean "wait forever"
+            with run_lock.hold_run_lock(db, timeout=float("nan")):
+                pass
     finally:
         holder.kill()
         holder.wait()

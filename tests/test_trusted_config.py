@@ -136,3 +136,10 @@ def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path):
     warehouse.append_run_log(db, {"run_id": "next", "as_of_date": "2025-03-14", "status": "failed"})
     records = warehouse.pending_run_records(db)
     assert [r["run_id"] for r in records] == ["next"]
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_lock_timeout_setting_is_one_line(monkeypatch, value):
+    monkeypatch.setenv(warehouse.LOCK_TIMEOUT_ENV, value)
+    with pytest.raises(ValueError, match=f"{warehouse.LOCK_TIMEOUT_ENV}='{value}' is not a number of seconds"):
+        warehouse.default_lock_timeout()
