@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pycountry
 from lxml import etree
@@ -127,6 +129,7 @@ class ExportResult:
 
 # --- value checks and formats -------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)
 def lei_problem(lei: str | None) -> str | None:
     """Why ``lei`` is not a valid ISO 17442 LEI (20 chars, MOD 97-10), or None when it is."""
     if lei is None or lei == "":
@@ -357,8 +360,65 @@ def variation_margin(inputs: Path, as_of: dt.date) -> tuple[dict[str, float], li
     return dict(zip(summed["account_id"].to_list(), summed["vm_collected_usd"].to_list())), warnings
 
 
-def emir_records(db: Path, as_of: dt.date, reporting_time: dt.datetime, inputs: Path) -> tuple[list[dict], list[str]]:
-    """One EMIR Table 3 record (field name → text) per account holding positions or collateral on D."""
+def format_decimals(values: pl.Series) -> pl.Series:
+    """``format_decimal`` of every value, vectorised: the shortest round-trip text of each
+    float (Polars writes the same digits as Python's ``repr``, positionally) rounded half
+    up at 5 decimals in integer arithmetic.  Values that text cannot carry exactly that
+    way (an exponent, more than 13 integer digits, non-finite) go through
+    ``format_decimal`` itself, so the result is the same text for every value."""
+    values = values.cast(pl.Float64)
+    frame = pl.DataFrame({"value": values}).with_columns(text=pl.col("value").abs().cast(pl.String))
+    parts = pl.col("text").str.split_exact(".", 1)
+    integer, fraction = parts.struct.field("field_0"), parts.struct.field("field_1").fill_null("")
+    frame = frame.with_columns(
+        fast=pl.col("value").is_finite() & ~pl.col("text").str.contains("[eE]") & (integer.str.len_bytes() <= 13),
+        integer=integer, fraction=fraction.str.pad_end(FRACTION_DIGITS + 1, "0"),
+    )
+    scaled = (
+        pl.col("integer").cast(pl.Int64, strict=False) * 10**FRACTION_DIGITS
+        + pl.col("fraction").str.slice(0, FRACTION_DIGITS).cast(pl.Int64, strict=False)
+        + (pl.col("fraction").str.slice(FRACTION_DIGITS, 1) >= "5").cast(pl.Int64)
+    )
+    whole = (pl.col("scaled") // 10**FRACTION_DIGITS).cast(pl.String)
+    decimals = (pl.col("scaled") % 10**FRACTION_DIGITS).cast(pl.String).str.pad_start(FRACTION_DIGITS, "0") \
+        .str.strip_chars_end("0")
+    sign = pl.when(pl.col("value") < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    text = (
+        pl.when(pl.col("scaled") == 0).then(pl.lit("0"))
+        .when(decimals == "").then(pl.concat_str(sign, whole))
+        .otherwise(pl.concat_str(sign, whole, pl.lit("."), decimals))
+    )
+    out = frame.with_columns(scaled=pl.when(pl.col("fast")).then(scaled)).select(
+        pl.when(pl.col("fast")).then(text).alias("formatted"), "fast")
+    formatted = out["formatted"]
+    slow = (~out["fast"]).arg_true()
+    if slow.len():
+        def python_format(value: float) -> str:
+            try:
+                return format_decimal(value)
+            except ValueError:
+                return str(value)
+
+        formatted = formatted.scatter(slow, [python_format(v) for v in values.gather(slow).to_list()])
+    return formatted
+
+
+def portfolio_codes(account_ids: pl.Series) -> pl.Series:
+    """``portfolio_code`` of every account id: ``MRG`` + id, vectorised, for the short
+    alphanumeric ids; the hashed form (computed one by one) for the others."""
+    simple = account_ids.str.contains(r"^[A-Za-z0-9]{1,49}$").fill_null(False)
+    codes = pl.Series(account_ids.name, ["MRG"] * len(account_ids), dtype=pl.String) + account_ids
+    other = (~simple).arg_true()
+    if other.len():
+        codes = codes.scatter(other, [portfolio_code(a) for a in account_ids.gather(other).to_list()])
+    return codes
+
+
+def emir_record_frame(db: Path, as_of: dt.date, reporting_time: dt.datetime,
+                      inputs: Path) -> tuple[pl.DataFrame, list[str]]:
+    """The EMIR Table 3 records (one column per field name, text; ``_account_id``), one row
+    per account holding positions or collateral on D, in account order — built by
+    column, not account by account."""
     with open_warehouse(db, read_only=True) as con:
         accounts = con.sql(
             """
@@ -385,38 +445,116 @@ def emir_records(db: Path, as_of: dt.date, reporting_time: dt.datetime, inputs: 
     reporting_lei = policy["reporting_lei"] or ""
     category = policy["collateralisation_category"] or ""
     collects_im, collects_vm = CATEGORY_COLLECTS.get(category, (True, True))
-    records = []
-    for account_id, lei, pre, post in accounts.select("account_id", "lei", "pre_haircut", "post_haircut").iter_rows():
-        vm_collected = vm.get(account_id, 0.0)
-        amounts = {}
-        for name, value in (("im_pre", pre), ("im_post", post), ("vm", vm_collected)):
-            try:
-                amounts[name] = format_decimal(value)
-            except ValueError:
-                amounts[name] = str(value)
-        records.append({
-            "reporting_timestamp": utc_timestamp(reporting_time),
-            "report_submitting_entity_id": reporting_lei,
-            "entity_responsible_for_reporting": reporting_lei,
-            "counterparty_1": reporting_lei,
-            "counterparty_2_identifier_type": "true" if lei else "false",
-            "counterparty_2": lei if lei else account_id,
-            "collateral_timestamp": f"{as_of.isoformat()}T23:59:59Z",
-            "collateral_portfolio_indicator": "true",
-            "collateral_portfolio_code": portfolio_code(account_id),
-            "uti": "",
-            "collateralisation_category": category,
-            "initial_margin_collected_pre_haircut": amounts["im_pre"] if collects_im or pre else "",
-            "initial_margin_collected_post_haircut": amounts["im_post"] if collects_im or post else "",
-            "currency_of_initial_margin_collected": REPORTING_CURRENCY if collects_im or pre else "",
-            "variation_margin_collected_pre_haircut": amounts["vm"] if collects_vm or vm_collected else "",
-            "variation_margin_collected_post_haircut": amounts["vm"] if collects_vm or vm_collected else "",
-            "currency_of_variation_margin_collected": REPORTING_CURRENCY if collects_vm or vm_collected else "",
-            "action_type": ACTION_TYPE,
-            "event_date": as_of.isoformat(),
-            "_account_id": account_id,
-        })
+    vm_frame = pl.DataFrame({"account_id": list(vm), "vm": list(vm.values())},
+                            schema={"account_id": pl.String, "vm": pl.Float64})
+    accounts = accounts.with_columns(pl.col("pre_haircut", "post_haircut").cast(pl.Float64)).join(
+        vm_frame, on="account_id", how="left", maintain_order="left").with_columns(pl.col("vm").fill_null(0.0))
+    amounts = {name: format_decimals(accounts[column])
+               for name, column in (("im_pre", "pre_haircut"), ("im_post", "post_haircut"), ("vm", "vm"))}
+
+    def when_collected(collects: bool, value: str, text: pl.Series | str) -> pl.Expr:
+        # A float is truthy when it is not 0 (NaN included), as in ``x if collects or value``.
+        shown = pl.lit(True) if collects else (pl.col(value) != 0) | pl.col(value).is_nan()
+        return pl.when(shown).then(pl.lit(text) if isinstance(text, str) else text).otherwise(pl.lit(""))
+
+    constant = {
+        "reporting_timestamp": utc_timestamp(reporting_time),
+        "report_submitting_entity_id": reporting_lei,
+        "entity_responsible_for_reporting": reporting_lei,
+        "counterparty_1": reporting_lei,
+        "collateral_timestamp": f"{as_of.isoformat()}T23:59:59Z",
+        "collateral_portfolio_indicator": "true",
+        "uti": "",
+        "collateralisation_category": category,
+        "action_type": ACTION_TYPE,
+        "event_date": as_of.isoformat(),
+    }
+    has_lei = pl.col("lei").is_not_null() & (pl.col("lei") != "")
+    records = accounts.select(
+        *[pl.lit(value, dtype=pl.String).alias(name) for name, value in constant.items()],
+        pl.when(has_lei).then(pl.lit("true")).otherwise(pl.lit("false")).alias("counterparty_2_identifier_type"),
+        pl.when(has_lei).then(pl.col("lei")).otherwise(pl.col("account_id")).alias("counterparty_2"),
+        portfolio_codes(accounts["account_id"]).alias("collateral_portfolio_code"),
+        when_collected(collects_im, "pre_haircut", amounts["im_pre"]).alias("initial_margin_collected_pre_haircut"),
+        when_collected(collects_im, "post_haircut", amounts["im_post"]).alias("initial_margin_collected_post_haircut"),
+        when_collected(collects_im, "pre_haircut", REPORTING_CURRENCY).alias("currency_of_initial_margin_collected"),
+        when_collected(collects_vm, "vm", amounts["vm"]).alias("variation_margin_collected_pre_haircut"),
+        when_collected(collects_vm, "vm", amounts["vm"]).alias("variation_margin_collected_post_haircut"),
+        when_collected(collects_vm, "vm", REPORTING_CURRENCY).alias("currency_of_variation_margin_collected"),
+        pl.col("account_id").alias("_account_id"),
+    ).select(*FIELD_NAMES, "_account_id")
     return records, warnings
+
+
+def emir_records(db: Path, as_of: dt.date, reporting_time: dt.datetime, inputs: Path) -> tuple[list[dict], list[str]]:
+    """One EMIR Table 3 record (field name → text) per account holding positions or collateral on D."""
+    records, warnings = emir_record_frame(db, as_of, reporting_time, inputs)
+    return records.to_dicts(), warnings
+
+
+def _valid_leis(leis: pl.Series) -> pl.Series:
+    """Whether each text is a valid LEI (``lei_problem`` is None), vectorised: the pattern,
+    then ISO 7064 MOD 97-10 over the characters (a letter counts as two digits, A = 10)."""
+    shaped = leis.str.contains(LEI_PATTERN.pattern).fill_null(False)
+    chars = np.frombuffer(
+        "".join(lei if ok else "0" * 20 for lei, ok in zip(leis.to_list(), shaped.to_list())).encode("ascii"),
+        dtype=np.uint8,
+    ).reshape(-1, 20) if len(leis) else np.zeros((0, 20), dtype=np.uint8)
+    is_digit = chars <= ord("9")
+    values = np.where(is_digit, chars - ord("0"), chars - ord("A") + 10).astype(np.int64)
+    remainder = np.zeros(len(leis), dtype=np.int64)
+    for position in range(20):
+        remainder = (remainder * np.where(is_digit[:, position], 10, 100) + values[:, position]) % 97
+    return shaped & pl.Series(remainder == 1)
+
+
+def record_rejections(records: pl.DataFrame, as_of: dt.date) -> list[tuple[int, list[str]]]:
+    """(row, reasons) of every record ``check_record`` refuses, in row order.
+
+    The fields that vary by account are screened by column: the counterparty's LEI (or
+    account id), the portfolio code, and the IM amounts (plain decimals the fast formatter
+    wrote, post ≤ pre).  A record that passes that screen can only be refused for its
+    shared fields and which amounts are present, so one ``check_record`` per such
+    pattern decides every record of it; the rest are checked one by one."""
+    if records.height == 0:
+        return []
+    plain = r"^[0-9]{1,20}(\.[0-9]{1,5})?$"
+    pre, post = pl.col("initial_margin_collected_pre_haircut"), pl.col("initial_margin_collected_post_haircut")
+
+    def scaled(column: pl.Expr) -> pl.Expr:  # null above 13 integer digits: checked one by one
+        parts = column.str.split_exact(".", 1)
+        return (parts.struct.field("field_0").cast(pl.Int64, strict=False) * 10**FRACTION_DIGITS
+                + parts.struct.field("field_1").fill_null("").str.pad_end(FRACTION_DIGITS, "0")
+                .cast(pl.Int64, strict=False))
+
+    is_lei = pl.col("counterparty_2_identifier_type") == "true"
+    lei_ok = _valid_leis(records["counterparty_2"].fill_null(""))
+    screen = records.with_columns(lei_ok=lei_ok).select(
+        (
+            pl.when(is_lei).then(pl.col("lei_ok"))
+            .otherwise((pl.col("counterparty_2_identifier_type") == "false") & (pl.col("counterparty_2") != ""))
+            & pl.col("collateral_portfolio_code").str.contains(PORTFOLIO_CODE_PATTERN.pattern)
+            & ((pre == "") | (pre.str.contains(plain) & post.str.contains(plain) & (scaled(post) <= scaled(pre))))
+            & ((pl.col("variation_margin_collected_pre_haircut") == "")
+               | pl.col("variation_margin_collected_pre_haircut").str.contains(plain))
+        ).fill_null(False).alias("clean"),
+        *[(pl.col(name) != "").alias(f"has|{name}") for name, _, _ in AMOUNT_FIELDS],
+        *[(pl.col(name) != "").alias(f"has|{name}") for _, name, _ in AMOUNT_FIELDS],
+        *[(pl.col(name) != "").alias(f"has|{name}") for _, _, name in AMOUNT_FIELDS],
+    ).with_row_index("row")
+    pattern_columns = [c for c in screen.columns if c.startswith("has|")]
+    rejected: dict[int, list[str]] = {}
+    clean = screen.filter(pl.col("clean"))
+    for pattern in clean.select(pattern_columns).unique().iter_rows():
+        rows = clean.filter(pl.all_horizontal(pl.col(c) == v for c, v in zip(pattern_columns, pattern)))["row"]
+        reasons = check_record(records.row(rows[0], named=True), as_of)
+        if reasons:
+            rejected.update({row: reasons for row in rows.to_list()})
+    for row in screen.filter(~pl.col("clean"))["row"].to_list():
+        reasons = check_record(records.row(row, named=True), as_of)
+        if reasons:
+            rejected[row] = reasons
+    return sorted(rejected.items())
 
 
 def emir_csv_bytes(records: list[dict]) -> bytes:
@@ -427,6 +565,153 @@ def emir_csv_bytes(records: list[dict]) -> bytes:
     for record in records:
         writer.writerow([record[name] for name in FIELD_NAMES])
     return buffer.getvalue().encode("utf-8")
+
+
+def _csv_field(name: str) -> pl.Expr:
+    """A field as ``csv.writer`` writes it with minimal quoting: quoted (quotes doubled)
+    when it holds the delimiter, a quote, CR or LF."""
+    column = pl.col(name).fill_null("")
+    needs_quotes = column.str.contains(r'[,"\r\n]')
+    return pl.when(needs_quotes).then(
+        pl.concat_str(pl.lit('"'), column.str.replace_all('"', '""', literal=True), pl.lit('"'))
+    ).otherwise(column)
+
+
+def _lines_bytes(lines: pl.DataFrame, terminator: str) -> bytes:
+    """The one text column of ``lines`` written as is, each value followed by ``terminator``."""
+    buffer = io.BytesIO()
+    lines.write_csv(buffer, include_header=False, quote_style="never", line_terminator=terminator)
+    return buffer.getvalue()
+
+
+def emir_csv_frame_bytes(records: pl.DataFrame) -> bytes:
+    """``emir_csv_bytes`` of a record frame, each line built by column (same bytes)."""
+    header = emir_csv_bytes([])
+    if records.height == 0:
+        return header
+    quoted = records.select(pl.col(n).fill_null("").str.contains(r'[,"\r\n]').any() for n in FIELD_NAMES).row(0)
+    fields = [_csv_field(n) if needs else pl.col(n).fill_null("") for n, needs in zip(FIELD_NAMES, quoted)]
+    lines = records.select(pl.concat_str(fields, separator=",").alias("line"))
+    return header + _lines_bytes(lines, "\r\n")
+
+
+#: Text lxml writes unchanged inside an element or a double-quoted attribute.
+_PLAIN_XML_TEXT = r"^[A-Za-z0-9 _.:+/=@#%()\[\]{}|~^*!?$;,'`-]+$"
+
+#: One ``Rpt`` of ``emir_xml_bytes`` as lxml pretty-prints it; ``{field}`` is a record field,
+#: ``{other}`` the counterparty-2 block and ``{received}`` the amounts block.
+_XML_REPORT = """\
+      <Rpt>
+        <MrgnUpd>
+          <RptgTmStmp>{reporting_timestamp}</RptgTmStmp>
+          <CtrPtyId>
+            <RptgCtrPty>
+              <Id>
+                <Lgl>
+                  <Id>
+                    <LEI>{counterparty_1}</LEI>
+                  </Id>
+                </Lgl>
+              </Id>
+            </RptgCtrPty>
+            <OthrCtrPty>
+              <IdTp>
+                <Lgl>
+                  <Id>
+{other}\
+                  </Id>
+                </Lgl>
+              </IdTp>
+            </OthrCtrPty>
+            <SubmitgAgt>
+              <LEI>{report_submitting_entity_id}</LEI>
+            </SubmitgAgt>
+            <NttyRspnsblForRpt>
+              <LEI>{entity_responsible_for_reporting}</LEI>
+            </NttyRspnsblForRpt>
+          </CtrPtyId>
+          <EvtDt>{event_date}</EvtDt>
+          <Coll>
+            <CollPrtflCd>
+              <Prtfl>
+                <Cd>{collateral_portfolio_code}</Cd>
+              </Prtfl>
+            </CollPrtflCd>
+            <CollstnCtgy>{collateralisation_category}</CollstnCtgy>
+            <TmStmp>{collateral_timestamp}</TmStmp>
+          </Coll>
+{received}\
+        </MrgnUpd>
+      </Rpt>
+"""
+_XML_LEI_COUNTERPARTY = "                    <LEI>{counterparty_2}</LEI>\n"
+_XML_ACCOUNT_COUNTERPARTY = """\
+                    <Othr>
+                      <Id>{counterparty_2}</Id>
+                      <SchmeNm>
+                        <Prtry>ACCOUNT</Prtry>
+                      </SchmeNm>
+                    </Othr>
+"""
+_XML_AMOUNTS = (
+    ("InitlMrgnRcvdPreHrcut", "initial_margin_collected_pre_haircut", "currency_of_initial_margin_collected"),
+    ("InitlMrgnRcvdPstHrcut", "initial_margin_collected_post_haircut", "currency_of_initial_margin_collected"),
+    ("VartnMrgnRcvdPreHrcut", "variation_margin_collected_pre_haircut", "currency_of_variation_margin_collected"),
+    ("VartnMrgnRcvdPstHrcut", "variation_margin_collected_post_haircut", "currency_of_variation_margin_collected"),
+)
+
+
+def _template(text: str, blocks: dict[str, pl.Expr]) -> pl.Expr:
+    """``text`` with each ``{name}`` replaced by the record field ``name`` (or a block)."""
+    import string
+
+    parts: list[pl.Expr] = []
+    for literal, name, _, _ in string.Formatter().parse(text):
+        if literal:
+            parts.append(pl.lit(literal))
+        if name is not None:
+            parts.append(blocks[name] if name in blocks else pl.col(name))
+    return pl.concat_str(parts)
+
+
+def emir_xml_frame_bytes(records: pl.DataFrame) -> bytes:
+    """``emir_xml_bytes`` of a record frame: when every field is plain text (nothing lxml
+    would escape, no empty element), each record's ``Rpt`` is one string built by column
+    in lxml's pretty-printed layout — the same bytes; otherwise the records go through
+    ``emir_xml_bytes``."""
+    element_fields = [n for n in FIELD_NAMES if n not in {name for _, name, _ in _XML_AMOUNTS}
+                      and n not in {currency for _, _, currency in _XML_AMOUNTS}
+                      and n not in ("uti", "collateral_portfolio_indicator", "action_type",
+                                    "counterparty_2_identifier_type")]
+    amount_fields = [n for _, name, currency in _XML_AMOUNTS for n in (name, currency)]
+    plain = records.height > 0 and records.select(pl.all_horizontal(
+        *[pl.col(n).str.contains(_PLAIN_XML_TEXT).fill_null(False).all() for n in element_fields],
+        *[(pl.col(n).str.contains(_PLAIN_XML_TEXT) | (pl.col(n) == "")).fill_null(False).all()
+          for n in amount_fields],
+        pl.col("counterparty_2_identifier_type").is_in(["true", "false"]).all(),
+    )).item()
+    if not plain:
+        return emir_xml_bytes(records.to_dicts())
+    lines = [
+        pl.when(pl.col(name) != "").then(pl.concat_str(
+            pl.lit(f"            <{tag} Ccy=\""), pl.col(currency), pl.lit('">'), pl.col(name), pl.lit(f"</{tag}>\n")
+        )).otherwise(pl.lit(""))
+        for tag, name, currency in _XML_AMOUNTS
+    ]
+    received = pl.when(pl.any_horizontal(pl.col(name) != "" for _, name, _ in _XML_AMOUNTS)).then(
+        pl.concat_str(pl.lit("          <RcvdMrgnOrColl>\n"), *lines, pl.lit("          </RcvdMrgnOrColl>\n"))
+    ).otherwise(pl.lit(""))
+    other = pl.when(pl.col("counterparty_2_identifier_type") == "true").then(
+        _template(_XML_LEI_COUNTERPARTY, {})).otherwise(_template(_XML_ACCOUNT_COUNTERPARTY, {}))
+    reports = records.select(_template(_XML_REPORT, {"other": other, "received": received}).alias("xml"))
+    head = (
+        "<?xml version='1.0' encoding='UTF-8'?>\n"
+        f'<Document xmlns="{AUTH_108_NAMESPACE}">\n'
+        "  <DerivsTradMrgnDataRpt>\n    <RptHdr>\n"
+        f"      <NbRcrds>{records.height}</NbRcrds>\n    </RptHdr>\n    <TradData>\n"
+    )
+    tail = "    </TradData>\n  </DerivsTradMrgnDataRpt>\n</Document>\n"
+    return head.encode("utf-8") + _lines_bytes(reports, "") + tail.encode("utf-8")
 
 
 def _sub(parent, tag: str, text: str | None = None, **attributes):
@@ -642,15 +927,13 @@ def export_files(
     payloads: list[tuple[str, bytes, int]] = []
 
     if fmt.startswith("emir"):
-        records, result.warnings = emir_records(db, as_of, reporting_time, inputs)
-        accepted = []
-        for record in records:
-            reasons = check_record(record, as_of)
-            if reasons:
-                result.rejected.append((record["_account_id"], reasons))
-            else:
-                accepted.append(record)
-        reporter = safe_component(records[0]["counterparty_1"] if records else "no_records", 20)
+        records, result.warnings = emir_record_frame(db, as_of, reporting_time, inputs)
+        rejections = record_rejections(records, as_of)
+        account_ids = records["_account_id"]
+        result.rejected = [(account_ids[row], reasons) for row, reasons in rejections]
+        refused = pl.Series([row for row, _ in rejections], dtype=pl.UInt32)
+        accepted = records.with_row_index("row").filter(~pl.col("row").is_in(refused.implode())).drop("row")
+        reporter = safe_component(records["counterparty_1"][0] if records.height else "no_records", 20)
         stem = f"emir_margin_{reporter}_{day}"
         _make_folder(out)
         if result.rejected:
@@ -658,9 +941,9 @@ def export_files(
             _write_atomic(result.rejections_file, _rejections_csv(result.rejected))
             if not allow_partial:
                 return result
-        payload = emir_csv_bytes(accepted) if fmt == "emir-csv" else emir_xml_bytes(accepted)
-        payloads.append((f"{stem}.{'csv' if fmt == 'emir-csv' else 'xml'}", payload, len(accepted)))
-        result.records = len(accepted)
+        payload = emir_csv_frame_bytes(accepted) if fmt == "emir-csv" else emir_xml_frame_bytes(accepted)
+        payloads.append((f"{stem}.{'csv' if fmt == 'emir-csv' else 'xml'}", payload, accepted.height))
+        result.records = accepted.height
         kind = "emir"
     else:
         for table in EXTRACT_TABLES:
