@@ -31,10 +31,12 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from benchmarks.measure import resident_gb
@@ -129,6 +131,66 @@ def median_run(kind: str, inputs: Path, workdir: Path, repeat: int, *extra: str)
     return best
 
 
+def run_process(command: list[str], env: dict) -> tuple[float, float]:
+    """Run ``command`` to its end; (wall seconds, peak RSS GB of the process from ``wait4``)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    stopped = threading.Event()
+    threading.Thread(target=_memory_watchdog, args=(process, stopped), daemon=True).start()
+    errors = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    stopped.set()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmarks: {' '.join(command)} failed:\n{errors.decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024 / 1024
+
+
+def engine_publishes_worst_scenario_loss() -> bool:
+    return "worst_scenario_loss" in (PROJECT_ROOT / "sql" / "schema.sql").read_text()
+
+
+def measure_versus(inputs: Path, workdir: Path, repeat: int, prefect_api: str | None) -> dict:
+    """``margin run`` (whole process, no Prefect; published into a fresh warehouse) against
+    the SQL yardstick (``benchmarks.sql_method``, whole process, into a fresh DuckDB file),
+    alternating A B A B … ``repeat`` times; with ``prefect_api`` a third command, ``margin
+    run`` through the Prefect server at that URL, joins each round."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "data").mkdir(exist_ok=True)
+    env = {**os.environ, "MARGIN_QUIET": "1", "MARGIN_DATA_DIR": str(workdir / "data")}
+    warehouse = workdir / "versus.duckdb"
+    yardstick = workdir / "sql_method.duckdb"
+    margin_run = [sys.executable, "-m", "flows.cli", "run", "--date", AS_OF.isoformat(), "--inputs", str(inputs),
+                  "--db", str(warehouse), "--no-summary"]
+    sql_method = [sys.executable, "-m", "benchmarks.sql_method", str(inputs), AS_OF.isoformat(), str(yardstick)]
+    if not engine_publishes_worst_scenario_loss():
+        sql_method.append("--no-worst-scenario-loss")
+    commands = {
+        "margin_run": (margin_run, {**env, "MARGIN_ORCHESTRATION": "none"}),
+        "sql_method": (sql_method, env),
+    }
+    if prefect_api:
+        commands["margin_run_prefect"] = (margin_run, {**env, "MARGIN_ORCHESTRATION": "prefect",
+                                                       "PREFECT_API_URL": prefect_api})
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, (command, command_env) in commands.items():
+            for stale in workdir.glob("versus.duckdb*"):
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            runs[name].append(run_process(command, command_env))
+    out = {name: {"seconds": [round(w, 3) for w, _ in r], "peak_rss_gb": [round(m, 3) for _, m in r],
+                  "median_seconds": statistics.median(w for w, _ in r),
+                  "max_peak_rss_gb": max(m for _, m in r)} for name, r in runs.items()}
+    pairs = [a / b for (a, _), (b, _) in zip(runs["margin_run"], runs["sql_method"])]
+    out["ratio_pairs"] = [round(x, 3) for x in pairs]
+    out["ratio_median"] = statistics.median(pairs)
+    if prefect_api:
+        extra = [a - b for (a, _), (b, _) in zip(runs["margin_run_prefect"], runs["margin_run"])]
+        out["prefect_extra_seconds_median"] = statistics.median(extra)
+    return out
+
+
 #: Above this many rows the whole-book run cannot fit in 24 GB: only floors and the partitioned run.
 IN_MEMORY_LIMIT_ROWS = 10_000_000
 #: ``--partitions auto``: one partition per this many position rows (≈1.5 GB peak each).
@@ -151,10 +213,15 @@ def position_rows(inputs: Path) -> int:
     return pq.ParquetFile(inputs / f"date={AS_OF.isoformat()}" / "positions.parquet").metadata.num_rows
 
 
-def measure_size(rows: int, repeat: int, profile: bool, partitions: int) -> dict:
+def measure_size(rows: int, repeat: int, profile: bool, partitions: int, versus: bool = True,
+                 versus_only: bool = False, prefect_api: str | None = None) -> dict:
     inputs = ensure_book(rows)
     workdir = BENCH_DIR / "work" / size_label(rows)
     say = lambda text: print(f"  {size_label(rows)}: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    if versus_only:
+        say(f"margin run against the SQL method, {max(repeat, 3)} alternating rounds …")
+        return {"rows": position_rows(inputs), "inputs": str(inputs),
+                "versus": measure_versus(inputs, workdir, max(repeat, 3), prefect_api)}
     say("Polars floor …")
     floor_pl = median_run("floor-polars", inputs, workdir, repeat)
     say("DuckDB floor …")
@@ -168,6 +235,9 @@ def measure_size(rows: int, repeat: int, profile: bool, partitions: int) -> dict
             result["profile"] = run_child("profile", inputs, workdir)
     else:
         say(f"whole-book run skipped above {IN_MEMORY_LIMIT_ROWS:,} rows (partitioned only)")
+    if versus:
+        say(f"margin run against the SQL method, {max(repeat, 3)} alternating rounds …")
+        result["versus"] = measure_versus(inputs, workdir, max(repeat, 3), prefect_api)
     if partitions:
         say(f"partitioned run ({partitions} partitions) …")
         result["partitioned"] = median_run("partitioned", inputs, workdir, repeat, "--partitions", str(partitions))
@@ -182,6 +252,27 @@ def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
     rows: list[tuple[str, list[str]]] = []
     sizes = list(results)
     rows.append(("position rows", [f"{results[s]['rows']:,}" for s in sizes]))
+    if any("versus" in results[s] for s in sizes):
+        versus = {s: results[s].get("versus") for s in sizes}
+        figure = lambda s, f: f(versus[s]) if versus[s] else None  # noqa: E731
+        rows += [
+            ("margin run, end to end, no Prefect (s, median)", [cell(figure(s, lambda v: v["margin_run"]["median_seconds"])) for s in sizes]),
+            ("SQL method, end to end (s, median)", [cell(figure(s, lambda v: v["sql_method"]["median_seconds"])) for s in sizes]),
+            ("ratio margin run / SQL method (median of pairs; bar < 1, goal ≤ 0.5)",
+             [cell(figure(s, lambda v: v["ratio_median"])) for s in sizes]),
+            ("ratio per round", [" ".join(f"{x:.2f}" for x in versus[s]["ratio_pairs"]) if versus[s] else "–" for s in sizes]),
+            ("margin run peak RSS (GB)", [cell(figure(s, lambda v: v["margin_run"]["max_peak_rss_gb"])) for s in sizes]),
+            ("SQL method peak RSS (GB)", [cell(figure(s, lambda v: v["sql_method"]["max_peak_rss_gb"])) for s in sizes]),
+        ]
+        if any(v and "margin_run_prefect" in v for v in versus.values()):
+            rows += [
+                ("margin run through a running Prefect server (s, median)",
+                 [cell(figure(s, lambda v: v.get("margin_run_prefect", {}).get("median_seconds"))) for s in sizes]),
+                ("Prefect's extra seconds (median of pairs; goal ≤ 2)",
+                 [cell(figure(s, lambda v: v.get("prefect_extra_seconds_median"))) for s in sizes]),
+            ]
+    if all("floor_polars" not in results[s] for s in sizes):
+        return rows
     for stage in PROFILE_STAGES:
         rows.append((f"profile: {stage} (s)",
                      [cell(results[s].get("profile", {}).get("timings", {}).get(stage)) for s in sizes]))
@@ -279,13 +370,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="Also time the margin-group partitioned run (margin run --partitions N) with N "
                              "partitions; 'auto' (default): from 10M rows on, one partition per 2.5M rows; "
                              "0: never.")
+    parser.add_argument("--no-versus", action="store_true",
+                        help="Skip the alternating rounds of margin run against the SQL method.")
+    parser.add_argument("--versus-only", action="store_true",
+                        help="Only the alternating rounds of margin run against the SQL method (at least 3).")
+    parser.add_argument("--prefect-api", default=None,
+                        help="Also time margin run through the Prefect server at this URL in each round.")
     parser.add_argument("--markdown", action="store_true", help="Print the table as Markdown.")
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     results = {}
     for rows in sizes:
         results[size_label(rows)] = measure_size(rows, args.repeat, not args.no_profile,
-                                                   partition_count(args.partitions, rows))
+                                                   partition_count(args.partitions, rows), not args.no_versus,
+                                                   args.versus_only, args.prefect_api)
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     out = BENCH_DIR / f"results-{stamp}.json"

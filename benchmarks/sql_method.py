@@ -185,29 +185,32 @@ def write_tables(con, as_of: dt.date, scenario_ids: list[int], policy: dict, off
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - begin, 4)
 
     # Positions: the first reason of SPEC §3, from the row itself or its instrument.
+    position_reason = f"""
+        CASE WHEN {blank('p.account_id')} OR {blank('p.instrument_id')} OR NOT {finite('p.quantity')}
+                  OR abs(p.quantity) > {BIG} THEN 'invalid_value'
+             WHEN i.instrument_id IS NULL THEN 'unknown_instrument'
+             ELSE i.reason END"""
+    collateral_reason = f"""
+        CASE WHEN {blank('c.account_id')} OR {blank('c.asset')} OR NOT {finite('c.amount')}
+                  OR abs(c.amount) > {BIG} THEN 'invalid_value'
+             WHEN fx.usd_rate IS NULL THEN 'missing_fx' END"""
     step("positions", f"""
         CREATE TEMP TABLE positions_checked AS
-        SELECT p.account_id, p.instrument_id, p.quantity,
-               CASE WHEN {blank('p.account_id')} OR {blank('p.instrument_id')} OR NOT {finite('p.quantity')}
-                         OR abs(p.quantity) > {BIG} THEN 'invalid_value'
-                    WHEN i.instrument_id IS NULL THEN 'unknown_instrument'
-                    ELSE i.reason END AS reason,
-               to_json(p) AS row_json
+        SELECT p.account_id, p.instrument_id, p.quantity, {position_reason} AS reason
         FROM positions_in p LEFT JOIN instrument_table i USING (instrument_id)
     """)
     step("collateral", f"""
         CREATE TEMP TABLE collateral_checked AS
-        SELECT c.account_id, c.asset, c.amount, fx.usd_rate,
-               CASE WHEN {blank('c.account_id')} OR {blank('c.asset')} OR NOT {finite('c.amount')}
-                         OR abs(c.amount) > {BIG} THEN 'invalid_value'
-                    WHEN fx.usd_rate IS NULL THEN 'missing_fx' END AS reason,
-               to_json(c) AS row_json
+        SELECT c.account_id, c.asset, c.amount, fx.usd_rate, {collateral_reason} AS reason
         FROM collateral_in c LEFT JOIN ok_fx fx ON fx.currency = c.asset
     """)
-    step("quarantine", """
+    # The original rows (as JSON) only of the rows quarantined: a second, filtered read.
+    step("quarantine", f"""
         CREATE OR REPLACE TABLE quarantine AS
-        SELECT 'positions' AS source_table, row_json, reason FROM positions_checked WHERE reason IS NOT NULL
-        UNION ALL SELECT 'collateral', row_json, reason FROM collateral_checked WHERE reason IS NOT NULL
+        SELECT * FROM (SELECT 'positions' AS source_table, to_json(p) AS row_json, {position_reason} AS reason
+                       FROM positions_in p LEFT JOIN instrument_table i USING (instrument_id)) WHERE reason IS NOT NULL
+        UNION ALL SELECT * FROM (SELECT 'collateral', to_json(c), {collateral_reason} AS reason
+                       FROM collateral_in c LEFT JOIN ok_fx fx ON fx.currency = c.asset) WHERE reason IS NOT NULL
         UNION ALL SELECT 'prices', to_json(t) , reason FROM prices_checked t WHERE reason IS NOT NULL
         UNION ALL SELECT 'fx_rates', to_json(t), reason FROM fx_checked t WHERE reason IS NOT NULL
         UNION ALL SELECT 'instruments', to_json(t), reason FROM instruments_checked t WHERE reason IS NOT NULL
