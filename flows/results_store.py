@@ -57,7 +57,7 @@ def _held_by_a_live_run(staging: Path) -> bool:
         return False
 
 
-#: LZ4 writes the 10M-row day's 525 MB of results in 3.0 s where zstd takes 5.9 s (711 MB).
+#: LZ4: faster to write than zstd for the same results (docs/performance.md, "Engine choices").
 COMPRESSION = "lz4"
 
 

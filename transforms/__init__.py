@@ -1,8 +1,10 @@
 """Pure, vectorised Polars transforms implementing SPEC.md §3–§7.
 
-Every public function takes LazyFrames (plus plain parameters) and returns a
-LazyFrame; none does I/O, touches Prefect or loops over rows, accounts or
-scenarios.  One module per concept:
+Functions take and return Polars frames (mostly LazyFrames; a few steps collect:
+``summation.ordered_sums`` sorts and adds in data order, ``encoding`` builds code
+books, and ``pipeline.compute_margin`` collects each shared intermediate once).  None
+does I/O, touches Prefect or loops over rows, accounts or scenarios.  One module per
+concept:
 
 - ``validation``      — §3 row checks and quarantine with reason codes
 - ``netting``         — §4 net per (book, instrument) across sources
@@ -12,5 +14,7 @@ scenarios.  One module per concept:
 - ``collateral``      — §6 tiered haircuts and FX
 - ``account_health``  — §5.3 / §6 equity, im, mm, excess, status
 - ``groups``          — §7 margin groups margined as one book
+- ``summation``       — §8 sums in an order fixed by the data (bit-identical results)
+- ``contract``        — §2/§8 input schemas, result columns, keys, tables, reporting currency
 - ``pipeline``        — wires the above into the output tables of §8
 """

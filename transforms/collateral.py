@@ -52,7 +52,7 @@ def tiers_side_by_side(haircuts: pl.LazyFrame) -> tuple[pl.LazyFrame, int]:
 
     Each balance then takes its haircut in one left join and a horizontal sum
     (``tiered_haircut``), instead of one row per balance × tier aggregated back
-    (10M book: 1.3 s -> 0.3 s CPU).  The depth comes from the (small, trusted)
+    (faster: docs/performance.md, "Engine choices").  The depth comes from the (small, trusted)
     methodology table.
     """
     tiers = haircut_tiers(haircuts).with_columns(pl.int_range(pl.len()).over("asset").alias("tier"))

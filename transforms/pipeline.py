@@ -89,8 +89,8 @@ def keep_lazy(frame: pl.LazyFrame) -> pl.LazyFrame:
 def materialized(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Collect a shared intermediate once, so no consumer recomputes it.
 
-    Measured: one ``collect_all`` of the whole plan re-executes shared sub-plans and
-    took 19–60 s on 1M position rows where the staged run takes ~5 s (docs/performance.md).
+    One ``collect_all`` of the whole plan re-executes shared sub-plans, several times
+    slower than the staged run (docs/performance.md, "Engine choices").
     """
     return frame.collect().lazy()
 
@@ -469,10 +469,9 @@ def compute_margin(inputs: MarginInputs, materialize: Materialize = materialized
     stage profile passes one that also times it)."""
     plan = margin_plan(inputs, materialize=materialize)
     # The final step of the big tables is sorts and gathers over collected frames, where the
-    # in-memory engine is faster (10M rows: 7.5-8.0 s against 10.8-13.4 s streaming); the
-    # shared intermediates (group-bys and joins) were collected by the streaming engine, and
-    # so are the small tables filtered out of them (quarantine from the 10M checked
-    # positions: 0.01 s streaming, 0.8 s in-memory).
+    # in-memory engine is faster; the shared intermediates (group-bys and joins) were
+    # collected by the streaming engine, and so are the small tables filtered out of them
+    # (timings: docs/performance.md, "Engine choices").
     filtered = ["quarantine", "counts", "warnings", "stress_breaches"]
     gathered = [name for name in plan if name not in filtered]
     frames = dict(zip(gathered, pl.collect_all([plan[n] for n in gathered], engine="in-memory")))

@@ -158,7 +158,7 @@ def underlying_scan(
         presorted=True,
     ).join(params, on="underlying_code", how="left")
     usd_per_unit = pl.col("index_price") * pl.col("index_fx")
-    # concat_arr → list: concat_list of 16 columns was ~40× slower (benchmarks, polars 2.1).
+    # concat_arr → list: concat_list of the loss columns was far slower (docs/performance.md).
     loss_list = pl.concat_arr(losses).arr.to_list()
     max_loss = pl.max_horizontal(losses)
     scan_risk = pl.max_horizontal(max_loss, 0.0)
