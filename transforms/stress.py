@@ -244,7 +244,7 @@ def counterparty_stress(
 
 def stress_breaches(counterparties: pl.LazyFrame, ids: list[str]) -> pl.LazyFrame:
     """One row per counterparty × stress where ``below_mm`` holds (ladder rungs included),
-    ``STRESS_RESULTS_COLUMNS``, sorted by stress, book type and id.
+    ``STRESS_RESULTS_COLUMNS``, grouped by stress (not sorted within it).
 
     ``counterparties``: ``book_type``, ``book_id``, ``equity``, ``mm``, ``pnl|i``,
     ``collateral|i``.  Every counterparty in shortfall is below mm (mm ≥ 0), so these rows
@@ -267,7 +267,9 @@ def stress_breaches(counterparties: pl.LazyFrame, ids: list[str]) -> pl.LazyFram
         )
     if not per_stress:
         return pl.LazyFrame(schema=STRESS_RESULTS_SCHEMA)
-    return pl.concat(per_stress).sort(SORT_KEYS["stress_results"])
+    # In stress order; every consumer (stress_results, stress_summary, the day's merge)
+    # sorts by key itself, so the millions of ladder breaches are not sorted here.
+    return pl.concat(per_stress)
 
 
 def stress_results(breaches: pl.LazyFrame, rungs: pl.DataFrame) -> pl.LazyFrame:
