@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.settings import DEFAULT_DB, DEFAULT_INPUTS, configure_prefect
+from flows.settings import DEFAULT_DB, DEFAULT_INPUTS, DEFAULT_REPORTS, configure_prefect
 
 configure_prefect()
 
@@ -89,6 +89,20 @@ MaxQuarantinedShareOption = Annotated[
 ]
 
 
+OrchestrationOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--orchestration",
+        help="auto | prefect | none. auto (default): a Prefect flow run when a Prefect API is configured "
+        "(PREFECT_API_URL, or a server started by `margin server start`), otherwise the same flow code "
+        "directly; prefect: always (a temporary server, 20-40 s, when none is configured); none: never. "
+        "Default: $MARGIN_ORCHESTRATION or auto.",
+        envvar="MARGIN_ORCHESTRATION",
+        show_default=False,
+    ),
+]
+
+
 def check_lock_timeout(seconds: float | None) -> None:
     if seconds is not None and not seconds >= 0:  # NaN fails too (it would wait forever)
         fail(f"--lock-timeout {seconds!r} must be a number of seconds ≥ 0")
@@ -97,6 +111,51 @@ def check_lock_timeout(seconds: float | None) -> None:
 def check_share(share: float | None) -> None:
     if share is not None and not 0 <= share <= 1:  # NaN fails too
         fail(f"--max-quarantined-share {share!r} must be a number in [0, 1]")
+
+
+def orchestrate(mode: str | None):
+    """Resolve --orchestration once, at the entry point, and say in one line how the command runs."""
+    from flows.orchestration import OrchestrationError, resolve
+    from flows.progress import say
+
+    try:
+        choice = resolve(mode)
+    except OrchestrationError as error:
+        fail(first_line(error))
+    os.environ["MARGIN_ORCHESTRATION"] = "prefect" if choice.use_prefect else "none"
+    if choice.note:
+        say(f"[dim]{choice.note}[/dim]")
+    return choice
+
+
+def input_dates(inputs: Path) -> list[dt.date]:
+    """Dates that have a ``date=D/`` folder under ``inputs`` (cheap: a directory listing)."""
+    found = []
+    for folder in Path(inputs).glob("date=*"):
+        try:
+            day = dt.date.fromisoformat(folder.name.removeprefix("date="))
+        except ValueError:
+            continue
+        if folder.is_dir():
+            found.append(day)
+    return sorted(found)
+
+
+def check_inputs_root(inputs: Path) -> None:
+    if not Path(inputs).is_dir():
+        fail(f"--inputs {inputs} is not a folder (it should hold reference/ and date=YYYY-MM-DD/ folders; "
+             f"`margin generate --date D --out {inputs}` writes one)")
+
+
+def check_input_date(inputs: Path, as_of: dt.date) -> None:
+    """A missing date folder is reported at once, naming the dates that are there."""
+    check_inputs_root(inputs)
+    if (Path(inputs) / f"date={as_of.isoformat()}").is_dir():
+        return
+    present = input_dates(inputs)
+    where = (f"{len(present)} dated folder(s) there, {present[0]} … {present[-1]}" if present
+             else "no date=YYYY-MM-DD folders there")
+    fail(f"no inputs for {as_of}: {Path(inputs) / f'date={as_of.isoformat()}'} does not exist ({where})")
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -122,6 +181,34 @@ def show_summary(db: Path, as_of: dt.date) -> None:
         typer.echo(f"margin: warning: summary not shown: {first_line(error)}", err=True)
 
 
+def show_export_outlook(db: Path, as_of: dt.date, inputs: Path) -> None:
+    """What `margin export --format emir-csv` will reject on this date, and why, before anyone runs it."""
+    from outputs.exports import emir_outlook
+
+    try:
+        records, rejected = emir_outlook(db, as_of, inputs)
+    except Exception as error:  # noqa: BLE001 — an outlook, never a reason to fail the demo
+        typer.echo(f"margin: warning: EMIR outlook not shown: {first_line(error)}", err=True)
+        return
+    if not rejected:
+        typer.echo(f"\nEMIR export of {as_of}: all {records:,} records pass their checks.")
+        return
+    reasons: dict[str, int] = {}
+    for _, problems in rejected:
+        for problem in problems:
+            kind = "LEI fails its ISO 17442 check digits" if "check digits" in problem else problem.split(":")[0]
+            reasons[kind] = reasons.get(kind, 0) + 1
+    detail = "; ".join(f"{n:,} × {kind}" for kind, n in sorted(reasons.items(), key=lambda item: -item[1]))
+    typer.echo(
+        f"\nEMIR export of {as_of}: {len(rejected):,} of {records:,} records will be rejected ({detail}); "
+        "the synthetic book gives about 2 % of its accounts an invalid LEI on purpose, to show the checks.\n"
+        f"  margin export --date {as_of} --format emir-csv --out data/exports                  "
+        "→ lists them in …_rejected.csv, writes nothing else, exit 1\n"
+        f"  margin export --date {as_of} --format emir-csv --out data/exports --allow-partial  "
+        "→ writes the other records too, exit 0"
+    )
+
+
 def parse_date(text: str, option: str = "--date") -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -137,16 +224,19 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed of the synthetic book.")] = 7,
     inputs: InputsOption = DEFAULT_INPUTS,
     db: DbOption = DEFAULT_DB,
+    orchestration: OrchestrationOption = None,
 ) -> None:
     """Generate a realistic synthetic book for several days, run the end-of-day flow for
     each day, and print a summary of the last day.  The out-of-the-box experience."""
-    from market.generate import generate_book
     from flows.progress import say
 
     first = parse_date(start, "--start")
-    say(f"generating {days} day(s) × {accounts:,} accounts under {inputs} …")
     if days < 1 or accounts < 1:
         fail("--days and --accounts must be at least 1")
+    say(f"generating {days} day(s) × {accounts:,} accounts under {inputs} …")
+    orchestrate(orchestration)
+    from market.generate import generate_book
+
     try:
         folders = generate_book(Path(inputs), first, days, accounts, seed)
     except (OSError, ValueError) as error:
@@ -158,8 +248,10 @@ def demo(
     if outcome["failed"]:
         raise typer.Exit(1)
     show_summary(db, last)
+    show_export_outlook(db, last, inputs)
     typer.echo(f"\nWarehouse: {db}   ({len(folders)} day(s) of inputs under {inputs})")
-    typer.echo('Try: margin sql "select status, count(*) from account_margin group by 1"')
+    typer.echo(f'Try: margin sql "select binding_status, count(*) from v_account_today group by 1"')
+    typer.echo(f"     margin report --date {last}")
 
 
 @app.command()
@@ -223,20 +315,26 @@ def run(
     max_quarantined_share: MaxQuarantinedShareOption = None,
     partitions: PartitionsOption = 1,
     dask_address: DaskOption = None,
+    orchestration: OrchestrationOption = None,
 ) -> None:
     """Run the end-of-day flow for one date; exit 0 on success, 1 with a one-line reason on failure.
 
-    Runs as a Prefect flow (against PREFECT_API_URL, or a temporary local server: 20-40 s
-    of start-up). MARGIN_ORCHESTRATION=none runs the same stages without Prefect.
+    A Prefect flow run when a Prefect API is configured (`margin server start`, or
+    PREFECT_API_URL); otherwise the same flow code runs directly (see --orchestration).
 
     From system cron: `margin run --date $(date -u +%F)`.  See docs/operations.md."""
-    from flows import eod
-    from flows.eod import RunFailed
+    from flows.progress import say
 
     as_of = parse_date(date)
     check_share(max_quarantined_share)
     check_lock_timeout(lock_timeout)
     use_partitions(partitions, dask_address)
+    check_input_date(inputs, as_of)
+    say(f"margin run {as_of}: {Path(inputs) / f'date={as_of.isoformat()}'} → {db}")
+    orchestrate(orchestration)
+    from flows import eod
+    from flows.eod import RunFailed
+
     try:
         if eod.use_prefect():
             eod.eod_margin(as_of.isoformat(), str(inputs), str(db), strict, lock_timeout=lock_timeout,
@@ -261,23 +359,48 @@ def backfill(
     partitions: PartitionsOption = 1,
     dask_address: DaskOption = None,
     max_quarantined_share: MaxQuarantinedShareOption = None,
+    orchestration: OrchestrationOption = None,
 ) -> None:
-    """Run every business date from --start to --end (inclusive) that has inputs, in order; a failed date
-    is reported and the rest continue (exit 1 if any failed)."""
+    """Run every date from --start to --end (inclusive) that has inputs, in order; the dates without
+    an input folder are listed as skipped; a failed date is reported and the rest continue (exit 1
+    if any failed)."""
     first, last = parse_date(start, "--start"), parse_date(end, "--end")
     check_share(max_quarantined_share)
     check_lock_timeout(lock_timeout)
     use_partitions(partitions, dask_address)
     if last < first:
         fail("--end is before --start")
+    check_inputs_root(inputs)
+    present = [day for day in input_dates(inputs) if first <= day <= last]
+    skipped = skipped_dates(first, last, present)
+    typer.echo(f"backfill {first} … {last}: {len(present)} date(s) with inputs under {inputs}, "
+               f"{len(skipped)} skipped")
+    if skipped:
+        typer.echo(describe_skipped(skipped, inputs))
+    if not present:
+        fail(f"no input folders between {first} and {last} under {inputs}")
+    orchestrate(orchestration)
     outcome = _run_backfill(first, last, inputs, db, strict, lock_timeout, max_quarantined_share)
-    typer.echo(f"succeeded: {len(outcome['succeeded'])}  failed: {len(outcome['failed'])}")
+    typer.echo(f"succeeded: {len(outcome['succeeded'])}  failed: {len(outcome['failed'])}  "
+               f"skipped (no inputs): {len(skipped)}")
     for day, reason in outcome["failed"].items():
         typer.echo(f"margin: error: {day}: {reason}", err=True)
     if outcome["failed"]:
         raise typer.Exit(1)
-    if not outcome["succeeded"]:
-        fail(f"no input folders between {first} and {last} under {inputs}")
+
+
+def skipped_dates(first: dt.date, last: dt.date, present: list[dt.date]) -> list[dt.date]:
+    """Every calendar date of [first, last] without an input folder."""
+    have = set(present)
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)
+            if first + dt.timedelta(days=n) not in have]
+
+
+def describe_skipped(skipped: list[dt.date], inputs: Path, shown: int = 20) -> str:
+    """``skipped (no date=D folder under INPUTS): 2026-11-21 Sat, …`` — at most ``shown`` dates named."""
+    names = [f"{day} {day.strftime('%a')}" for day in skipped[:shown]]
+    more = f", and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped (no date=D folder under {inputs}): {', '.join(names)}{more}"
 
 
 @app.command()
@@ -367,10 +490,17 @@ def serve(
 ) -> None:
     """Serve the scheduled end-of-day deployment: every weekday at --at (--timezone) run
     the flow for today's date in that time zone.  Blocks until Ctrl-C (which pauses the
-    schedule).  Point PREFECT_API_URL at a `prefect server start` to see the runs in the
-    Prefect UI; see docs/operations.md."""
-    import os
+    schedule).  Needs a Prefect server: `margin server start` (or PREFECT_API_URL); the
+    runs then appear in its UI.  See docs/operations.md."""
+    from flows.orchestration import configured_prefect_api_url, server_state
 
+    url = configured_prefect_api_url()
+    if not url:
+        fail("margin serve needs a Prefect server: run `margin server start` first (or set PREFECT_API_URL)")
+    state = server_state()
+    if state and state.url == url and not state.alive:
+        fail(f"margin serve needs a Prefect server: the one recorded by `margin server start` (pid {state.pid}) "
+             "is not running; run `margin server start` again")
     from flows.serve import ScheduleError, check_cron, check_timezone, serve_eod, weekday_cron
 
     try:
@@ -378,13 +508,7 @@ def serve(
         expression = check_cron(cron, timezone) if cron else weekday_cron(at)
     except ScheduleError as error:
         fail(first_line(error))
-    if not os.environ.get("PREFECT_API_URL"):
-        typer.echo(
-            "margin: note: PREFECT_API_URL is not set; serving against a temporary server "
-            "(no UI). Start `prefect server start` and export PREFECT_API_URL to keep run history.",
-            err=True,
-        )
-    typer.echo(f"serving eod-margin/{name}: `{expression}` ({timezone}) → {db}; Ctrl-C to stop", err=True)
+    typer.echo(f"serving eod-margin/{name}: `{expression}` ({timezone}) → {db} on {url}; Ctrl-C to stop", err=True)
     serve_eod(name, at, timezone, cron, inputs=inputs, db=db, strict=strict, lock_timeout=lock_timeout)
 
 
@@ -393,7 +517,8 @@ def report(
     date: DateOption,
     db: DbOption = DEFAULT_DB,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", help="HTML file to write (default: margin_report_<D>.html in the current folder).")] = None,
+        "--out", help="HTML file to write (default: data/reports/margin_report_D.html, under the data folder).",
+        show_default=False)] = None,
     account: Annotated[Optional[str], typer.Option(
         "--account", help="Write only this account's page (default file: account_<A>_<D>.html).")] = None,
 ) -> None:
@@ -410,7 +535,7 @@ def report(
             target = out or Path(f"account_{account_file_name(account)[:-5]}_{as_of.isoformat()}.html")
             path = write_account_page(db, as_of, account, target)
         else:
-            path = write_report(db, as_of, out or Path(f"margin_report_{as_of.isoformat()}.html"))
+            path = write_report(db, as_of, out or DEFAULT_REPORTS / f"margin_report_{as_of.isoformat()}.html")
     except (ReportError, ExplainError, OSError, NotAWarehouse) as error:
         fail(first_line(error))
     typer.echo(str(path))
@@ -469,14 +594,18 @@ def export(
 ) -> None:
     """Regulatory and analyst exports of one date (SPEC §10).
 
-    EMIR formats check every record first (LEIs, decimals, currencies, category-driven presence, post-haircut ≤ pre-haircut); failing records are listed with reasons in <out>/emir_margin_<LEI>_<D>_rejected.csv, and without --allow-partial nothing else is written and the exit code is 1.
+    EMIR formats check every record first (LEIs, decimals, currencies, category-driven presence, post-haircut ≤ pre-haircut); failing records are listed with reasons in OUT/emir_margin_LEI_D_rejected.csv (OUT: --out, LEI: the reporting LEI, D: --date), and without --allow-partial nothing else is written and the exit code is 1.
 
     csv / parquet write account_margin and collateral_valuation for the date with a row_hash per row, plus a manifest with row counts and SHA-256 checksums.
     """
     from flows.warehouse import NotAWarehouse
     from outputs.exports import ExportError, export_files
+    from flows.progress import say
 
     as_of = parse_date(date)
+    say(f"exporting {as_of} as {format} → {out} …")
+    from outputs.exports import ExportError, export_files
+
     moment = None
     if reporting_time:
         try:
@@ -498,6 +627,65 @@ def export(
              f"(see {result.rejections_file}; --allow-partial exports the rest)")
     if result.manifest:
         typer.echo(str(result.manifest))
+
+
+server_app = typer.Typer(
+    help="A persistent local Prefect server under the data folder (loopback, in the background); "
+    "its URL is recorded in the data folder's Prefect settings ($PREFECT_HOME/profiles.toml) so that "
+    "later commands run as Prefect flow runs with history in its UI.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(
+    port: Annotated[int, typer.Option("--port", help="Loopback port of the server (UI at http://127.0.0.1:PORT).")] = 4200,
+) -> None:
+    """Start the server in the background (about 20 s the first time) and record its URL."""
+    from flows.orchestration import OrchestrationError, start_server
+
+    try:
+        state = start_server(port, say=lambda line: typer.echo(line, err=True))
+    except (OrchestrationError, OSError) as error:
+        fail(first_line(error))
+    typer.echo(f"Prefect server running at {state.url} (pid {state.pid}); UI: {state.url.removesuffix('/api')}")
+    typer.echo("margin run / demo / backfill now run as Prefect flow runs; `margin server stop` to stop it.")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the server started by `margin server start` and forget its URL."""
+    from flows.orchestration import stop_server
+
+    state = stop_server()
+    if state is None:
+        typer.echo("no Prefect server was started by `margin server start` (nothing to stop)")
+        return
+    typer.echo(f"stopped the Prefect server at {state.url} (pid {state.pid}); commands run without Prefect again")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the recorded server is running and healthy (exit 0) or not (exit 1)."""
+    from flows.orchestration import configured_prefect_api_url, healthy, log_file, server_state
+
+    state = server_state()
+    configured = configured_prefect_api_url()
+    if state is None:
+        typer.echo("no server started by `margin server start`"
+                   + (f"; PREFECT_API_URL is {configured}" if configured else "; commands run without Prefect"))
+        raise typer.Exit(1)
+    if not state.alive:
+        typer.echo(f"not running: the server started {state.started_at} (pid {state.pid}) has exited; "
+                   f"see {log_file()}; `margin server start` starts it again")
+        raise typer.Exit(1)
+    if not healthy(state.url):
+        typer.echo(f"running (pid {state.pid}) but {state.url}/health does not answer (still starting?); see {log_file()}")
+        raise typer.Exit(1)
+    typer.echo(f"running: {state.url} (pid {state.pid}, since {state.started_at}), healthy")
+    if configured != state.url:
+        typer.echo(f"note: commands use {configured or 'no Prefect API'} (PREFECT_API_URL overrides the recorded URL)")
 
 
 def main() -> None:

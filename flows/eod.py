@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import os
 import subprocess
-import tomllib
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +25,8 @@ from flows.settings import (
 import duckdb
 import polars as pl
 
-from flows import partitioned, results_store, run_lock, warehouse
+from flows import orchestration, partitioned, results_store, run_lock, warehouse
+from flows.orchestration import ORCHESTRATION_ENV, configured_prefect_api_url  # noqa: F401 — the names callers use
 from flows.loading import LoadedInputs, StructuralError, load_inputs
 from flows.partitioned import StoredResults
 from flows.progress import StageTimer, say
@@ -444,39 +443,14 @@ def _backfill_flow(
     )
 
 
-ORCHESTRATION_ENV = "MARGIN_ORCHESTRATION"
-
-
-def use_prefect() -> bool:
-    """Whether ``margin run`` / ``backfill`` go through Prefect flows (``MARGIN_ORCHESTRATION``).
-
-    ``prefect`` (default): always — with a temporary server when none is configured
-    (20–40 s of start-up; its history stays in ``PREFECT_HOME``).  ``none``: never (same
-    stages, run record, Parquet and warehouse publish; no Prefect run, no artifact).
-    ``auto``: Prefect when ``PREFECT_API_URL`` names a server, otherwise none.
-    """
-    mode = os.environ.get(ORCHESTRATION_ENV, "prefect").strip().lower()
-    if mode not in ("auto", "prefect", "none"):
-        raise RunFailed(f"{ORCHESTRATION_ENV}={mode!r}: use auto, prefect or none")
-    if mode == "auto":
-        return bool(configured_prefect_api_url())
-    return mode == "prefect"
-
-
-def configured_prefect_api_url() -> str | None:
-    """``PREFECT_API_URL`` from the environment or the active Prefect profile, read
-    without importing Prefect."""
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    configure_prefect()
-    home = Path(os.environ["PREFECT_HOME"]).expanduser()
-    profiles_path = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+def use_prefect(mode: str | None = None) -> bool:
+    """Whether ``margin run`` / ``backfill`` / ``demo`` go through Prefect flows
+    (``--orchestration`` / ``MARGIN_ORCHESTRATION``, resolved by ``flows.orchestration.resolve``):
+    ``auto`` (default) when a Prefect API is configured, ``prefect`` always, ``none`` never."""
     try:
-        profiles = tomllib.loads(profiles_path.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active")
-    return (profiles.get("profiles", {}).get(active) or {}).get("PREFECT_API_URL")
+        return orchestration.resolve(mode).use_prefect
+    except orchestration.OrchestrationError as error:
+        raise RunFailed(str(error)) from None
 
 
 class ExportRefused(RuntimeError):

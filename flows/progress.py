@@ -15,8 +15,9 @@ QUIET = os.environ.get("MARGIN_QUIET") == "1"
 
 
 def say(message: str) -> None:
+    """One progress line on stderr, never wrapped (a wrapped line reads as two)."""
     if not QUIET:
-        console.print(message)
+        console.print(message, soft_wrap=True)
 
 
 class StageTimer:

@@ -15,6 +15,7 @@ REFERENCE_DIR = PROJECT_ROOT / "data" / "reference"
 SQL_DIR = PROJECT_ROOT / "sql"
 DEFAULT_INPUTS = Path(os.environ.get("MARGIN_INPUTS", DATA_DIR / "inputs"))
 DEFAULT_DB = Path(os.environ.get("MARGIN_DB", DATA_DIR / "warehouse.duckdb"))
+DEFAULT_REPORTS = DATA_DIR / "reports"
 
 
 #: ``MARGIN_TRACEBACK=1``: an unexpected error of a ``margin`` command shows its traceback

@@ -903,6 +903,15 @@ def _make_folder(out: Path) -> None:
         raise ExportError(f"--out {out} cannot be created ({error.strerror or _first_line(error)})") from error
 
 
+def emir_outlook(db: Path, as_of: dt.date, inputs: Path | None = None) -> tuple[int, list[tuple[str, list[str]]]]:
+    """What an EMIR export of ``as_of`` would do, without writing anything: the number
+    of records and the (account, reasons) that their checks would reject."""
+    moment = dt.datetime.combine(as_of, dt.time(23, 59, 59), dt.timezone.utc)
+    records, _ = emir_records(Path(db), as_of, moment, Path(inputs) if inputs is not None else DEFAULT_INPUTS)
+    rejected = [(record["_account_id"], reasons) for record in records if (reasons := check_record(record, as_of))]
+    return len(records), rejected
+
+
 def export_files(
     db: Path,
     as_of: dt.date,
