@@ -200,12 +200,12 @@ def show_export_outlook(db: Path, as_of: dt.date, inputs: Path) -> None:
             reasons[kind] = reasons.get(kind, 0) + 1
     detail = "; ".join(f"{n:,} × {kind}" for kind, n in sorted(reasons.items(), key=lambda item: -item[1]))
     typer.echo(
-        f"\nEMIR export of {as_of}: {len(rejected):,} of {records:,} records will be rejected ({detail}); "
-        "the synthetic book gives about 2 % of its accounts an invalid LEI on purpose, to show the checks.\n"
-        f"  margin export --date {as_of} --format emir-csv --out data/exports                  "
-        "→ lists them in …_rejected.csv, writes nothing else, exit 1\n"
-        f"  margin export --date {as_of} --format emir-csv --out data/exports --allow-partial  "
-        "→ writes the other records too, exit 0"
+        f"\nEMIR export of {as_of}: {len(rejected):,} of {records:,} records will be rejected\n"
+        f"  ({detail};\n"
+        "  the synthetic book gives ~2 % of its accounts an invalid LEI on purpose)\n"
+        f"  margin export --date {as_of} --format emir-csv --out data/exports\n"
+        "    → lists them in data/exports/…_rejected.csv, writes nothing else, exit 1\n"
+        f"  with --allow-partial → writes the {records - len(rejected):,} valid records too, exit 0"
     )
 
 
@@ -442,12 +442,15 @@ def sql(
     fail.  Tables: position_margin, underlying_risk, collateral_valuation,
     account_margin, group_margin, quarantine, runs, and the v_* views.
     """
-    from outputs.sql_console import run_read_only_query
+    from outputs.sql_console import error_hints, run_read_only_query
 
     try:
         output = run_read_only_query(db, query, format, limit)
-    except Exception as error:  # one line for every kind of failure
-        fail(first_line(error))
+    except Exception as error:  # one line for every kind of failure, then DuckDB's hints
+        typer.echo(f"margin: error: {first_line(error)}", err=True)
+        for hint in error_hints(error):
+            typer.echo(f"  {hint}", err=True)
+        raise typer.Exit(1)
     sys.stdout.write(output)
 
 

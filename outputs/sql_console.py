@@ -40,7 +40,7 @@ def check_read_only(query: str) -> None:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as error:
-        raise QueryRefused(f"SQL syntax error: {_first_line(error)}") from error
+        raise QueryRefused(f"SQL syntax error: {_first_line(error)}") from error  # hints: error_hints
     if len(statements) != 1:
         raise QueryRefused(f"give exactly one SQL statement ({len(statements)} found)")
     kind = statements[0].type
@@ -50,6 +50,22 @@ def check_read_only(query: str) -> None:
             f"margin sql is read-only: {name} statements are not allowed "
             "(use SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
         )
+
+
+HINT_PREFIXES = ("Candidate bindings", "Did you mean", "LINE ")
+
+
+def error_hints(error: BaseException) -> list[str]:
+    """DuckDB's hint lines under the first line of its message ("Candidate bindings: …",
+    "Did you mean …", and the ``LINE n:`` excerpt with its caret), for the console to keep."""
+    lines = str(error.__cause__ or error).strip().splitlines()[1:]
+    hints = []
+    for number, line in enumerate(lines):
+        if line.startswith(HINT_PREFIXES):
+            hints.append(line.rstrip())
+            if line.startswith("LINE ") and number + 1 < len(lines) and lines[number + 1].strip().startswith("^"):
+                hints.append(lines[number + 1].rstrip())
+    return hints
 
 
 def _first_line(error: BaseException) -> str:

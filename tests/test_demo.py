@@ -16,7 +16,7 @@ def test_demo_generates_runs_and_reconciles(prefect_api, tmp_path):
     result = margin_cli("demo", "--accounts", "60", "--days", "2", "--start", "2026-11-16",
                         "--inputs", str(inputs), "--db", str(db), timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "accounts by status" in result.stdout and "quarantined rows by reason" in result.stdout
+    assert "accounts by binding status" in result.stdout and "quarantined rows by reason" in result.stdout
 
     con = duckdb.connect(str(db), read_only=True)
     try:
