@@ -141,21 +141,28 @@ def input_dates(inputs: Path) -> list[dt.date]:
     return sorted(found)
 
 
-def check_inputs_root(inputs: Path) -> None:
+def inputs_root_problem(inputs: Path) -> str | None:
     if not Path(inputs).is_dir():
-        fail(f"--inputs {inputs} is not a folder (it should hold reference/ and date=YYYY-MM-DD/ folders; "
-             f"`margin generate --date D --out {inputs}` writes one)")
+        return (f"--inputs {inputs} is not a folder (it should hold reference/ and date=YYYY-MM-DD/ folders; "
+                f"`margin generate --date D --out {inputs}` writes one)")
+    return None
 
 
-def check_input_date(inputs: Path, as_of: dt.date) -> None:
-    """A missing date folder is reported at once, naming the dates that are there."""
-    check_inputs_root(inputs)
-    if (Path(inputs) / f"date={as_of.isoformat()}").is_dir():
-        return
+def check_inputs_root(inputs: Path) -> None:
+    problem = inputs_root_problem(inputs)
+    if problem:
+        fail(problem)
+
+
+def input_date_problem(inputs: Path, as_of: dt.date) -> str | None:
+    """Why ``inputs`` has no folder for ``as_of`` (naming the dates that are there), or None."""
+    problem = inputs_root_problem(inputs)
+    if problem or (Path(inputs) / f"date={as_of.isoformat()}").is_dir():
+        return problem
     present = input_dates(inputs)
     where = (f"{len(present)} dated folder(s) there, {present[0]} … {present[-1]}" if present
              else "no date=YYYY-MM-DD folders there")
-    fail(f"no inputs for {as_of}: {Path(inputs) / f'date={as_of.isoformat()}'} does not exist ({where})")
+    return f"no inputs for {as_of}: {Path(inputs) / f'date={as_of.isoformat()}'} does not exist ({where})"
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -329,7 +336,15 @@ def run(
     check_share(max_quarantined_share)
     check_lock_timeout(lock_timeout)
     use_partitions(partitions, dask_address)
-    check_input_date(inputs, as_of)
+    problem = input_date_problem(inputs, as_of)
+    if problem:  # before any Prefect start; the attempt still reaches `runs` (SPEC §8), directly
+        from flows import eod
+
+        try:
+            eod.run_end_of_day(as_of, inputs, db, strict, use_tasks=False, lock_timeout=lock_timeout)
+        except eod.RunFailed:
+            pass
+        fail(problem)
     say(f"margin run {as_of}: {Path(inputs) / f'date={as_of.isoformat()}'} → {db}")
     orchestrate(orchestration)
     from flows import eod

@@ -110,7 +110,7 @@ def day_summary_markdown(db: Path, as_of: dt.date, record: dict | None = None) -
         lines.append("")
     deficits = top_deficits(db, as_of)
     if deficits.height:
-        lines += ["## Top deficits", "", "| " + " | ".join(deficits.columns) + " |",
+        lines += ["## Largest shortfalls to initial margin (binding book)", "", "| " + " | ".join(deficits.columns) + " |",
                   "|" + "---|" * len(deficits.columns)]
-        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in deficits.iter_rows()]
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in deficits.iter_rows()]
     return "\n".join(lines)

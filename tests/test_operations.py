@@ -232,7 +232,7 @@ def test_backfill_continues_past_a_failed_date_and_leaves_artifacts(example_inpu
 
     markdown = _artifact_markdown(prefect_api, "margin-2025-03-17")
     assert markdown is not None, "no markdown artifact for 2025-03-17"
-    for heading in ("# End-of-day margin 2025-03-17", "accounts by status", "quarantined rows by reason", "run `"):
+    for heading in ("# End-of-day margin 2025-03-17", "accounts by binding status", "quarantined rows by reason", "run `"):
         assert heading in markdown
     assert _artifact_markdown(prefect_api, "margin-2025-03-13") is None
 
