@@ -538,7 +538,7 @@ def report(
         "--out", help="HTML file to write (default: data/reports/margin_report_D.html, under the data folder).",
         show_default=False)] = None,
     account: Annotated[Optional[str], typer.Option(
-        "--account", help="Write only this account's page (default file: account_<A>_<D>.html).")] = None,
+        "--account", help="Write only this account's page (default file: account_A_D.html for account A on date D).")] = None,
 ) -> None:
     """Write the risk desk's daily report for one date: one self-contained HTML page (charts embedded as SVG, no network needed) with IM by mode, accounts by status, top deficits, netting and aggregation benefit, risk by underlying and the day-over-day change; every account in its tables links to its page (written into accounts/ beside the report: the `margin explain` derivation with charts of the scenario losses and the collateral tiers)."""
     from outputs.explain import ExplainError
