@@ -251,3 +251,64 @@ def test_worst_scenario_losses_sum_to_scan_risk(results):
     assert c1 == pytest.approx({"BTC": -5000.0, "BTC-PERP": 5010.0}, rel=1e-9)
     flat = positions.filter(pl.col("account_id") == "Z")
     assert flat["worst_scenario_loss"].to_list() == [0.0]  # net flat: SR 0
+
+
+def test_calendar_spread_charge_given_expect():
+    """calendar_u = min(Σ max(bucket_delta, 0), Σ max(−bucket_delta, 0)) × S_u × fx_u × spread_rate_u."""
+    buckets = pl.DataFrame({
+        "account_id": ["A", "A", "A", "B", "B", "C"],
+        "underlying": ["BTC", "BTC", "BTC", "ETH", "ETH", "BTC"],
+        "bucket": ["spot", "perpetual", "2025-03-28", "2025-03-28", "2025-04-25", "perpetual"],
+        "delta_units": [1.5, -0.5, -2.0, 4.0, 10.0, -3.0],
+    })
+    per_underlying = (
+        buckets.group_by("account_id", "underlying", maintain_order=True)
+        .agg(term.sum().alias(name) for name, term in portfolio_margin.calendar_terms(pl.col("delta_units")).items())
+        .with_columns(
+            index_price=pl.Series([50000.0, 2000.0, 50000.0]), index_fx=pl.Series([1.0, 0.5, 1.0]),
+            spread_rate=pl.Series([0.02, 0.03, 0.02]),
+        )
+    )
+    got = per_underlying.select("account_id", "underlying", "calendar_long", "calendar_short",
+                                portfolio_margin.calendar_spread_charge().alias("calendar_charge"))
+    expect = pl.DataFrame({
+        "account_id": ["A", "B", "C"], "underlying": ["BTC", "ETH", "BTC"],
+        "calendar_long": [1.5, 14.0, 0.0], "calendar_short": [2.5, 0.0, 3.0],
+        "calendar_charge": [
+            1500.0,  # A: long 1.5 (spot), short 0.5 + 2 = 2.5 → min 1.5 × 50000 × 1 × 0.02
+            0.0,     # B: both buckets long → min(14, 0) = 0
+            0.0,     # C: one bucket only, short 3 → min(0, 3) = 0
+        ],
+    })
+    assert_frame_equal(got, expect)
+
+
+def test_short_option_minimum_given_expect():
+    """som_u = max(short_calls_u, short_puts_u) × S_u × fx_u × short_option_min_rate_u,
+    short_calls = Σ |net_qty| × multiplier over calls with net_qty < 0 (puts likewise)."""
+    positions = pl.DataFrame({
+        "account_id": ["A", "A", "A", "A", "A", "B", "B"],
+        "underlying": ["BTC"] * 5 + ["ETH"] * 2,
+        "kind": ["option", "option", "option", "option", "future", "option", "perpetual"],
+        "option_type": ["C", "C", "P", "P", None, "P", None],
+        "multiplier": [1.0, 1.0, 0.1, 1.0, 1.0, 10.0, 1.0],
+        "net_qty": [-2.0, 5.0, -30.0, -0.5, -7.0, 3.0, -4.0],
+    })
+    terms = positions.select(
+        "account_id", "underlying", **portfolio_margin.short_option_terms()
+    ).group_by("account_id", "underlying", maintain_order=True).agg(pl.all().sum())
+    got = terms.with_columns(
+        index_price=pl.Series([50000.0, 2000.0]), index_fx=pl.Series([1.0, 0.5]),
+        short_option_min_rate=pl.Series([0.01, 0.02]),
+    ).select("account_id", "underlying", "short_calls", "short_puts",
+             portfolio_margin.short_option_minimum().alias("short_option_min"))
+    expect = pl.DataFrame({
+        "account_id": ["A", "B"], "underlying": ["BTC", "ETH"],
+        "short_calls": [2.0, 0.0],  # A: the short call 2 (the long call and the short future do not count)
+        "short_puts": [3.5, 0.0],   # A: 30 × 0.1 + 0.5 × 1; B: its put is long, its perpetual no option
+        "short_option_min": [
+            1750.0,  # A: max(2, 3.5) × 50000 × 1 × 0.01 (a short straddle counts once)
+            0.0,     # B: no short option → 0 × 2000 × 0.5 × 0.02
+        ],
+    })
+    assert_frame_equal(got, expect)

@@ -88,6 +88,55 @@ UNDERLYING_PARAMS = ("index_price", "index_fx", "price_scan", "spread_rate", "sh
 GREEK_SUMS = ("delta_units", "delta_usd", "gamma_units", "vega_usd", "theta_usd")
 
 
+def calendar_terms(bucket_delta: pl.Expr) -> dict[str, pl.Expr]:
+    """The two terms of the calendar spread charge that one calendar bucket adds, units
+    of underlying ≥ 0 (SPEC §5.2): ``calendar_long = max(bucket_delta, 0)`` and
+    ``calendar_short = max(−bucket_delta, 0)``, ``bucket_delta`` the book's Σ
+    ``delta_units`` in the bucket.  Summed over the book's buckets on an underlying they
+    give the ``long`` and ``short`` of ``calendar_spread_charge``."""
+    return {
+        "calendar_long": bucket_delta.clip(lower_bound=0.0),
+        "calendar_short": (-bucket_delta).clip(lower_bound=0.0),
+    }
+
+
+def calendar_spread_charge() -> pl.Expr:
+    """Calendar spread charge of a book × underlying, USD ≥ 0 (SPEC §5.2):
+    ``calendar_u = min(long, short) × S_u × fx_u × spread_rate_u``.
+
+    Columns: ``calendar_long`` and ``calendar_short`` (Σ of ``calendar_terms`` over the
+    book's calendar buckets on ``u``: spot alone, all perpetuals together, futures and
+    options by expiry), ``index_price`` (``S_u``), ``index_fx`` and ``spread_rate``."""
+    usd_per_unit = pl.col("index_price") * pl.col("index_fx")
+    return pl.min_horizontal("calendar_long", "calendar_short") * usd_per_unit * pl.col("spread_rate")
+
+
+def short_option_terms() -> dict[str, pl.Expr]:
+    """The units one position adds to its book's short calls and short puts, ≥ 0 (SPEC
+    §5.2): ``|net_qty| × multiplier`` for an option with ``net_qty < 0``, as
+    ``short_calls`` for a call and ``short_puts`` for a put; 0 otherwise.  Columns
+    ``net_qty``, ``multiplier``, ``kind``, ``option_type``."""
+    units = pl.col("net_qty") * pl.col("multiplier")
+    short_units = pl.when(pl.col("net_qty") < 0).then(units.abs()).otherwise(0.0)
+    is_option = pl.col("kind") == "option"
+    return {
+        "short_calls": pl.when(is_option & (pl.col("option_type") == "C")).then(short_units).otherwise(0.0),
+        "short_puts": pl.when(is_option & (pl.col("option_type") == "P")).then(short_units).otherwise(0.0),
+    }
+
+
+def short_option_minimum() -> pl.Expr:
+    """Short option minimum of a book × underlying, USD ≥ 0 (SPEC §5.2):
+    ``som_u = max(short_calls_u, short_puts_u) × S_u × fx_u × short_option_min_rate_u``
+    (a short straddle counts once, as in SPAN).
+
+    Columns: ``short_calls`` and ``short_puts`` (Σ of ``short_option_terms`` over the
+    book's options on ``u``, units of underlying), ``index_price`` (``S_u``),
+    ``index_fx`` and ``short_option_min_rate``."""
+    usd_per_unit = pl.col("index_price") * pl.col("index_fx")
+    return pl.max_horizontal("short_calls", "short_puts") * usd_per_unit * pl.col("short_option_min_rate")
+
+
 def underlying_scan(
     valued_positions: pl.LazyFrame,
     instruments: pl.LazyFrame,
@@ -100,7 +149,8 @@ def underlying_scan(
     Columns: ``net_delta_units``, ``delta_usd``, ``gamma_units``, ``vega_usd``,
     ``theta_usd``, ``scenario_losses`` (list in scenario-id order), ``scan_risk``
     (``max(0, max_k loss_k)``), ``worst_scenario`` (lowest id attaining it; null when
-    0), ``calendar_charge`` and ``short_option_min``, plus the underlying's
+    0), ``calendar_charge`` (``calendar_spread_charge``) and ``short_option_min``
+    (``short_option_minimum``), plus the underlying's
     parameters for the credit step and ``underlying_code`` (the underlying's rank by
     name, an integer to sort by).
 
@@ -109,10 +159,6 @@ def underlying_scan(
     underlyings' parameters, so no pass over the positions is needed for them.
     """
     losses = [loss_column(sid) for sid in scenario_ids]
-    units = pl.col("net_qty") * pl.col("multiplier")
-    is_short = pl.col("net_qty") < 0
-    short_units = pl.when(is_short).then(units.abs()).otherwise(0.0)
-    is_option = pl.col("kind") == "option"
     # Integer keys (the underlying's code, the expiry bucket) brought by the per-instrument
     # join, and the underlying's name and parameters joined afterwards.
     params = (
@@ -132,8 +178,7 @@ def underlying_scan(
     )
     scan_rows = valued_positions.select(
         book_key, "instrument_id", "net_qty", *GREEK_SUMS,
-        pl.when(is_option & (pl.col("option_type") == "C")).then(short_units).otherwise(0.0).alias("short_calls"),
-        pl.when(is_option & (pl.col("option_type") == "P")).then(short_units).otherwise(0.0).alias("short_puts"),
+        *(term.alias(name) for name, term in short_option_terms().items()),
     ).join(instrument_keys, on="instrument_id", how="left")
     per_bucket = summation.ordered_sums(
         scan_rows,
@@ -146,18 +191,15 @@ def underlying_scan(
         },
         order_by=["scan_order"],
     )
-    bucket_delta = pl.col("delta_units")
     per_underlying = summation.ordered_sums(
         per_bucket,
         [book_key, "underlying_code"],
         {
             **{c: c for c in (*GREEK_SUMS, *losses, "short_calls", "short_puts")},
-            "calendar_long": bucket_delta.clip(lower_bound=0.0),
-            "calendar_short": (-bucket_delta).clip(lower_bound=0.0),
+            **calendar_terms(pl.col("delta_units")),
         },
         presorted=True,
     ).join(params, on="underlying_code", how="left")
-    usd_per_unit = pl.col("index_price") * pl.col("index_fx")
     # concat_arr → list: concat_list of the loss columns was far slower (docs/performance.md).
     loss_list = pl.concat_arr(losses).arr.to_list()
     max_loss = pl.max_horizontal(losses)
@@ -174,12 +216,8 @@ def underlying_scan(
         loss_list.alias("scenario_losses"),
         scan_risk.alias("scan_risk"),
         pl.when(scan_risk > 0).then(worst).otherwise(None).cast(pl.Int32).alias("worst_scenario"),
-        (
-            pl.min_horizontal("calendar_long", "calendar_short") * usd_per_unit * pl.col("spread_rate")
-        ).alias("calendar_charge"),
-        (
-            pl.max_horizontal("short_calls", "short_puts") * usd_per_unit * pl.col("short_option_min_rate")
-        ).alias("short_option_min"),
+        calendar_spread_charge().alias("calendar_charge"),
+        short_option_minimum().alias("short_option_min"),
     ).rename({"delta_units": "net_delta_units"}).drop(losses)
 
 
@@ -364,20 +402,15 @@ def calendar_buckets(positions: pl.LazyFrame, instruments: pl.LazyFrame, book_ke
 def short_option_units(positions: pl.LazyFrame, instruments: pl.LazyFrame, book_key: str) -> pl.LazyFrame:
     """One row per book × underlying with an option position: ``short_calls`` and
     ``short_puts`` = Σ |net_qty| × multiplier over the book's calls (puts) with
-    ``net_qty < 0``, units of underlying ≥ 0 — the quantities of the short option
-    minimum ``max(short_calls, short_puts) × S_u × fx_u × short_option_min_rate_u``
-    (SPEC §5.2).  ``instruments``: ``instrument_id``, ``kind``, ``option_type``,
-    ``multiplier``."""
-    short_units = pl.when(pl.col("net_qty") < 0).then((pl.col("net_qty") * pl.col("multiplier")).abs()).otherwise(0.0)
+    ``net_qty < 0`` (``short_option_terms``), units of underlying ≥ 0 — the quantities
+    of ``short_option_minimum`` (SPEC §5.2), for ``margin explain``.  ``instruments``:
+    ``instrument_id``, ``kind``, ``option_type``, ``multiplier``."""
     return (
         positions.select(book_key, "instrument_id", "underlying", "net_qty")
         .join(instruments.select("instrument_id", "kind", "option_type", "multiplier"), on="instrument_id", how="left")
         .filter(pl.col("kind") == "option")
         .group_by(book_key, "underlying")
-        .agg(
-            pl.when(pl.col("option_type") == "C").then(short_units).otherwise(0.0).sum().alias("short_calls"),
-            pl.when(pl.col("option_type") == "P").then(short_units).otherwise(0.0).sum().alias("short_puts"),
-        )
+        .agg(term.sum().alias(name) for name, term in short_option_terms().items())
         .sort(book_key, "underlying")
     )
 
