@@ -16,7 +16,8 @@ Design, briefly:
   the next 3 quarters), options on Fridays (next 2 weeklies, 3 monthlies, 2 quarterlies),
   always after ``D``. An expiry's strike grid is fixed when it is listed (from the index
   on its listing date), so a held strike keeps its id while the expiry lives. Options
-  are priced with Black-76 (F = index, zero rates, T = days/365) off a volatility smile.
+  are priced with the engine's Black-76 (``transforms.valuation``: F = index, zero rates,
+  T = days/365) off a volatility smile.
 * **Book.** Every account has a fixed plan drawn from the seed only: a strategy
   (directional, delta-hedged option seller, calendar spread, basis trade, BTC/ETH pair,
   option buyer, multi-leg market maker, or collateral only), a size, a margin mode, a
@@ -45,6 +46,7 @@ import numpy as np
 import polars as pl
 
 from market import reference_defaults as refdef
+from transforms.valuation import black76_value, option_greeks
 
 REFERENCE_SOURCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
 
@@ -150,37 +152,26 @@ def _exact_mask(rng: np.random.Generator, n: int, frac: float, minimum: int = 1)
     return mask
 
 
-def _ncdf(x: np.ndarray) -> np.ndarray:
-    erf = np.frompyfunc(math.erf, 1, 1)
-    return 0.5 * (1.0 + np.asarray(erf(np.asarray(x, dtype=float) / math.sqrt(2.0)), dtype=float))
-
-
-def _npdf(x: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-def black76(F, K, T, sigma, is_call):
-    """Black-76 value, delta, gamma and vega (per 1.00 vol) with zero rates."""
-    F, K, T, sigma = (np.asarray(a, dtype=float) for a in (F, K, T, sigma))
-    is_call = np.asarray(is_call, dtype=bool)
-    sq = sigma * np.sqrt(np.maximum(T, 0.0))
-    live = (sq > 0) & (F > 0)
-    sq_safe = np.where(live, sq, 1.0)
-    d1 = (np.log(np.where(F > 0, F, 1.0) / K) + 0.5 * sq_safe**2) / sq_safe
-    d2 = d1 - sq_safe
-    nd1, nd2 = _ncdf(d1), _ncdf(d2)
-    call = F * nd1 - K * nd2
-    put = K * (1.0 - nd2) - F * (1.0 - nd1)
-    intrinsic = np.where(is_call, np.maximum(F - K, 0.0), np.maximum(K - F, 0.0))
-    value = np.where(live, np.where(is_call, call, put), intrinsic)
-    delta = np.where(
-        live,
-        np.where(is_call, nd1, nd1 - 1.0),
-        np.where(is_call, (F > K).astype(float), -(F < K).astype(float)),
+def option_value_and_greeks(F, K, T, sigma, is_call) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Black-76 value, delta, gamma and vega (per 1.00 vol) with zero rates, as numpy
+    arrays: the engine's own pricing (``transforms.valuation``, SPEC §4) applied to a
+    small frame of the given forwards, strikes, years, vols and call flags."""
+    F, K, T, sigma, is_call = np.broadcast_arrays(
+        *(np.asarray(a, dtype=float) for a in (F, K, T, sigma)), np.asarray(is_call, dtype=bool)
     )
-    gamma = np.where(live, _npdf(d1) / (F * sq_safe), 0.0)
-    vega = np.where(live, F * _npdf(d1) * np.sqrt(np.maximum(T, 0.0)), 0.0)
-    return value, delta, gamma, vega
+    options = pl.DataFrame({
+        "forward": F.ravel(), "strike": K.ravel(), "years": np.maximum(T, 0.0).ravel(), "sigma": sigma.ravel(),
+        "option_type": np.where(is_call.ravel(), "C", "P"),
+    })
+    forward, strike, years, vol, option_type = (
+        pl.col(c) for c in ("forward", "strike", "years", "sigma", "option_type")
+    )
+    delta, gamma, vega_per_point, _theta = option_greeks(forward, strike, vol, years, option_type)
+    priced = options.select(
+        black76_value(forward, strike, vol, years, option_type).alias("value"), delta, gamma,
+        (vega_per_point * 100.0).alias("vega"),
+    )
+    return tuple(priced.get_column(c).to_numpy().reshape(F.shape) for c in ("value", "delta", "gamma", "vega"))
 
 
 def _lei_strings(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -482,7 +473,7 @@ def build_listing(seed: int, d: dt.date) -> Listing:
             iv = np.round(np.clip(mkt.atm[u] * term - 0.07 * z + 0.05 * z * z, 0.15, 2.5), 6)
             start = len(rows["instrument_id"])
             for cp, otype in enumerate(("C", "P")):
-                val, dl, gm, vg = black76(S, K, T, iv, np.full(N_STRIKES, cp == 0))
+                val, dl, gm, vg = option_value_and_greeks(S, K, T, iv, np.full(N_STRIKES, cp == 0))
                 val = np.maximum(val, OPTION_MIN_PRICE[u])
                 for j in range(N_STRIKES):
                     add(f"{name}-{f:%Y%m%d}-{_fmt_strike(K[j])}-{otype}", OPT, u, "USD",

@@ -14,6 +14,7 @@ from stdnum import lei as stdnum_lei
 
 from market import generate as gen
 from market import reference_defaults as refdef
+from transforms.valuation import black76_value
 from flows.loading import CONTRACT_SCHEMAS
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
@@ -212,8 +213,8 @@ def test_option_marks_are_black76_of_the_smile(clean_day):
     df = ins.join(px, on="instrument_id").join(spot.select("underlying", "S"), on="underlying")
     assert df.filter(pl.col("implied_vol").is_null() | (pl.col("implied_vol") <= 0)).is_empty()
     T = np.array([(e - D2).days / 365.0 for e in df["expiry"]])
-    value, *_ = gen.black76(df["S"].to_numpy(), df["strike"].to_numpy(), T, df["implied_vol"].to_numpy(),
-                            (df["option_type"] == "C").to_numpy())
+    value = df.select(black76_value(pl.col("S"), pl.col("strike"), pl.col("implied_vol"), pl.lit(T),
+                                    pl.col("option_type"))).to_series().to_numpy()
     floor = np.array([gen.OPTION_MIN_PRICE[gen.OPTION_UNDERLYINGS.index(u)] for u in df["underlying"]])
     assert np.allclose(df["price"].to_numpy(), np.maximum(value, floor), rtol=1e-6, atol=1e-9)
     # a smile: vol varies with moneyness within an expiry
@@ -221,10 +222,18 @@ def test_option_marks_are_black76_of_the_smile(clean_day):
     assert per_expiry["n"].min() > 5
 
 
-def test_black76_reference_value():
-    value, delta, gamma, vega = gen.black76(100.0, 100.0, 1.0, 0.2, True)
-    assert float(value) == pytest.approx(7.965567455405804, rel=1e-12)
-    assert float(delta) == pytest.approx(0.539827837277029, rel=1e-12)
+def test_generator_prices_options_with_the_engines_black76():
+    # F = K = 100, T = 1, σ = 0.2: d1 = 0.1, d2 = −0.1, n(0.1) = 0.3969525474770118; value = 100 (N(0.1) − N(−0.1)) = 7.965567455405804,
+    # delta N(0.1) = 0.539827837277029, gamma n(0.1) / (100 × 0.2) = 0.01984762737385059,
+    # vega per 1.00 vol 100 × n(0.1) × 1 = 39.69525474770118; the put at K = 110 expiring today: intrinsic 10, delta −1
+    value, delta, gamma, vega = gen.option_value_and_greeks(
+        np.array([100.0, 100.0]), np.array([100.0, 110.0]), np.array([1.0, 0.0]), np.array([0.2, 0.3]),
+        np.array([True, False]),
+    )
+    assert value == pytest.approx([7.965567455405804, 10.0], rel=1e-12)
+    assert delta == pytest.approx([0.539827837277029, -1.0], rel=1e-12)
+    assert gamma == pytest.approx([0.01984762737385059, 0.0], rel=1e-12)
+    assert vega == pytest.approx([39.69525474770118, 0.0], rel=1e-12)
 
 
 # --------------------------------------------------------------------------------------
