@@ -26,9 +26,27 @@ REPORT_QUERIES = (
     "headline", "im_by_mode", "accounts_by_status", "top_deficits", "netting_by_group",
     "risk_by_underlying", "change_drivers", "top_movers", "collateral_by_asset",
     *("stress_cover", "closest_to_liquidation"),  # the stress section (stress_section)
+    *("quarantine_by_reason", "quarantine_samples"),  # the quarantine section (quarantine_section)
+    "negative_aggregation",  # groups charged more than their members (aggregation_note)
 )
 STATUS_COLOURS = {"ok": "#4c9a2a", "margin_call": "#e0a100", "liquidation": "#c0392b", "deficit": "#7d3c98"}
 CHART_WIDTH = 520
+NO_GROUP = "(none)"  # v_netting_benefit_by_group's row of the accounts outside margin groups
+#: Free-text columns: they wrap in a wide cell instead of squeezing to a word per line.
+WRAPPING_COLUMNS = ("why", "row_json")
+#: Wide tables are shown as several tables of at most this many columns that repeat the key
+#: column, so no column hides behind a horizontal scroll at 1,400 px.
+RISK_TABLES = (
+    ("underlying", "accounts", "net_delta_units", "delta_usd", "vega_usd", "theta_usd", "worst_scenario",
+     "worst_scenario_loss"),
+    ("underlying", "scan_risk", "calendar_charge", "short_option_min", "inter_credit", "risk", "gross_im", "net_im",
+     "rule_netting_benefit", "portfolio_benefit"),
+)
+MOVER_TABLES = (
+    ("account_id", "prev_status", "status", "prev_im", "im", "im_change", "im_price_effect", "im_position_effect"),
+    ("account_id", "prev_equity", "equity", "equity_change", "equity_collateral_effect", "equity_price_effect",
+     "equity_position_effect"),
+)
 
 
 class ReportError(RuntimeError):
@@ -71,7 +89,11 @@ def _cell(value, column: str) -> str:
         return f'<a href="{html.escape(account_href(str(value)))}">{html.escape(str(value))}</a>'
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
+        if column == "share_of_table":  # quarantined rows are a small share of a table
+            return f"{value:.3%}"
         if column.endswith(("_pct", "_share", "_haircut")) or column == "share_of_collateral":
             return f"{value:.1%}"
         if column.endswith("_units"):
@@ -80,16 +102,21 @@ def _cell(value, column: str) -> str:
     return html.escape(str(value))
 
 
+def _header(column: str) -> str:
+    """A column name that may break after its underscores (long names do not widen a table)."""
+    return html.escape(column).replace("_", "_<wbr>")
+
+
 def html_table(frame: pl.DataFrame, empty: str = "none") -> str:
     if frame.height == 0:
         return f'<p class="empty">{html.escape(empty)}</p>'
-    numeric = [dtype.is_numeric() for dtype in frame.dtypes]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    kinds = ["num" if dtype.is_numeric() else "wrap" if c in WRAPPING_COLUMNS else "txt"
+             for c, dtype in zip(frame.columns, frame.dtypes)]
+    head = "".join(f"<th>{_header(c)}</th>" for c in frame.columns)
     rows = []
     for row in frame.iter_rows():
         cells = "".join(
-            f'<td class="{"num" if is_num else "txt"}">{_cell(v, c)}</td>'
-            for v, c, is_num in zip(row, frame.columns, numeric)
+            f'<td class="{kind}">{_cell(v, c)}</td>' for v, c, kind in zip(row, frame.columns, kinds)
         )
         rows.append(f"<tr>{cells}</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
@@ -140,18 +167,35 @@ def charts(data: dict[str, pl.DataFrame]) -> dict[str, str]:
             )
             .properties(width=CHART_WIDTH, height=max(60, 18 * deficits.height), title="Largest deficits")
         )
-    groups = data["netting_by_group"]
+    # The accounts outside margin groups ("(none)") hold most of the book: on one axis with
+    # the groups they make every group an invisible sliver, so they get their own panel.
+    benefits = ["member_netting_benefit", "aggregation_benefit"]
+    groups = data["netting_by_group"].filter(pl.col("margin_group") != NO_GROUP)
     if groups.height:
         out["netting_by_group"] = svg(
-            alt.Chart(_long(groups, "margin_group", ["member_netting_benefit", "aggregation_benefit"], "benefit"))
+            alt.Chart(_long(groups, "margin_group", benefits, "benefit"))
             .mark_bar()
             .encode(
                 y=alt.Y("margin_group:N", title="margin group", sort="-x"),
-                x=alt.X("usd:Q", title="USD saved vs gross margin"),
-                color=alt.Color("benefit:N"),
+                x=alt.X("usd:Q", title="USD saved vs gross margin (negative: the group costs margin)"),
+                color=alt.Color("benefit:N", sort=benefits),
             )
-            .properties(width=CHART_WIDTH, height=max(60, 22 * groups.height),
-                        title="Netting and aggregation benefit by group")
+            .properties(width=CHART_WIDTH, height=max(60, 16 * groups.height),
+                        title="Netting and aggregation benefit by margin group")
+        )
+    outside = data["netting_by_group"].filter(pl.col("margin_group") == NO_GROUP)
+    if outside.height:
+        accounts = outside["accounts"][0]
+        out["netting_outside_groups"] = svg(
+            alt.Chart(_long(outside, "margin_group", benefits, "benefit"))
+            .mark_bar()
+            .encode(
+                y=alt.Y("benefit:N", title=None, sort=benefits),
+                x=alt.X("usd:Q", title="USD saved vs gross margin"),
+                color=alt.Color("benefit:N", sort=benefits, legend=None),
+            )
+            .properties(width=CHART_WIDTH, height=50,
+                        title=f"Accounts outside margin groups ({accounts:,} accounts; own scale)")
         )
     risk = data["risk_by_underlying"]
     if risk.height:
@@ -183,18 +227,21 @@ def charts(data: dict[str, pl.DataFrame]) -> dict[str, str]:
 
 
 STYLE = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
-       color: #222; }
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1320px;
+       padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.1em; } .sub { color: #666; margin-top: 0; }
 section { margin: 2em 0; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 .cards { display: flex; flex-wrap: wrap; gap: 1em; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 0.6em 1em; min-width: 150px; }
 .card b { display: block; font-size: 1.3em; } .card span { color: #666; font-size: 0.85em; }
 table { border-collapse: collapse; font-size: 0.85em; margin-top: 0.8em; }
-th, td { border-bottom: 1px solid #eee; padding: 0.25em 0.6em; } th { text-align: left; background: #f6f6f6; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; } .empty { color: #666; font-style: italic; }
+th, td { border-bottom: 1px solid #eee; padding: 0.25em 0.5em; vertical-align: top; }
+th { text-align: left; background: #f6f6f6; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.empty { color: #666; font-style: italic; }
 .chart svg { max-width: 100%; height: auto; } .scroll { overflow-x: auto; }
-td.txt { min-width: 4em; }
+td.txt { white-space: nowrap; } td.wrap { min-width: 22em; overflow-wrap: anywhere; }
+.note { max-width: 60em; color: #333; }
 """
 
 
@@ -223,6 +270,55 @@ def stress_section(data: dict[str, pl.DataFrame]) -> str:
     )
 
 
+def quarantine_section(data: dict[str, pl.DataFrame]) -> str:
+    """Quarantined input rows (SPEC §3): how many per table, per (table, reason) with the
+    share of the table they were read from, and up to three sample rows per reason."""
+    by_reason, samples = data["quarantine_by_reason"], data["quarantine_samples"]
+    if by_reason.height == 0:
+        return '<p class="empty">no input row was quarantined for this date</p>'
+    per_table = (by_reason.group_by("source_table").agg(pl.col("rows").sum(), pl.col("rows_read").first())
+                 .sort("source_table"))
+    tables = "; ".join(
+        f"{html.escape(row['source_table'])} {row['rows']:,}"
+        + (f" of {row['rows_read']:,} read" if row["rows_read"] is not None else "")
+        for row in per_table.iter_rows(named=True)
+    )
+    lead = (
+        f'<p class="note"><b>{by_reason["rows"].sum():,}</b> input rows were set aside with a reason code and '
+        f"margined by nobody ({tables}). Reason codes: docs/data_dictionary.md; every row: "
+        "<code>select * from quarantine where as_of_date = …</code>, counts: <code>v_quarantine_summary</code>.</p>"
+    )
+    return (
+        lead + "<h3>Rows by table and reason</h3>" + html_table(by_reason)
+        + "<h3>Sample rows (up to 3 per reason)</h3>" + html_table(samples)
+    )
+
+
+def aggregation_note(data: dict[str, pl.DataFrame]) -> str:
+    """The paragraph that explains a negative aggregation benefit, when a group has one."""
+    negative = data["negative_aggregation"]
+    if negative.height == 0:
+        return ""
+    examples = "; ".join(
+        f"{html.escape(row['margin_group'])}: members ({html.escape(row['member_modes'])}) "
+        f"{_usd(row['sum_member_im'])}, group {_usd(row['group_im'])}, "
+        f"the portfolio method on each member alone {_usd(row['members_portfolio_im'])}"
+        for row in negative.head(3).iter_rows(named=True)
+    )
+    return (
+        f'<p class="note" id="negative-aggregation"><b>Negative aggregation benefit</b> '
+        f"({negative.height:,} group{'s' if negative.height != 1 else ''}). "
+        "A margin group is margined as one book by the portfolio method (SPEC §7), while each member "
+        "is charged by its own margin mode: <i>isolated</i> pays the gross rule margin, <i>cross</i> the "
+        "net rule margin (§5.3). For some books, short options above all, the rule margin is lower than "
+        "what the scenario scan and the short option minimum charge, so the group's initial margin "
+        "exceeds the sum of its members' and <code>aggregation_benefit = sum_member_im − group_im</code> "
+        "is negative: the group costs margin instead of saving it. It is not an error. The portfolio "
+        "method applied to each member alone shows how much is the method, not the aggregation. "
+        f"Here (USD initial margin): {examples}.</p>"
+    )
+
+
 def render_html(as_of: dt.date, data: dict[str, pl.DataFrame]) -> str:
     """The whole page as text (deterministic for the same data)."""
     head = data["headline"].row(0, named=True)
@@ -247,13 +343,19 @@ def render_html(as_of: dt.date, data: dict[str, pl.DataFrame]) -> str:
         ("Accounts by status", chart("accounts_by_status") + html_table(data["accounts_by_status"])),
         ("Top deficits (margin calls and liquidations)",
          chart("top_deficits") + html_table(data["top_deficits"], "no account on margin call or in liquidation")),
-        ("Netting and aggregation benefit", chart("netting_by_group") + html_table(data["netting_by_group"])),
-        ("Risk by underlying", chart("risk_by_underlying") + html_table(data["risk_by_underlying"])),
+        ("Netting and aggregation benefit",
+         chart("netting_by_group") + chart("netting_outside_groups") + aggregation_note(data)
+         + html_table(data["netting_by_group"])),
+        ("Risk by underlying",
+         chart("risk_by_underlying") + "".join(html_table(data["risk_by_underlying"].select(columns))
+                                               for columns in RISK_TABLES)),
         (change_title,
-         (chart("change_drivers") + html_table(data["top_movers"]))
+         (chart("change_drivers") + "".join(html_table(data["top_movers"].select(columns))
+                                            for columns in MOVER_TABLES))
          if prev.len() else '<p class="empty">no earlier date in the warehouse to compare with</p>'),
         ("Collateral by asset", html_table(data["collateral_by_asset"])),
         ("Stress tests: Cover 2 and the liquidation ladder", stress_section(data)),
+        ("Quarantined input rows", quarantine_section(data)),
     ]
     body = "".join(
         f'<section><h2>{html.escape(title)}</h2>{content}</section>' for title, content in sections
