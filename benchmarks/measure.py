@@ -10,7 +10,7 @@ timings (seconds) on stdout.  Kinds:
   warehouse under WORKDIR, with the peak RSS of each stage;
 - ``profile``: the production ``compute_margin`` with each shared intermediate it
   collects timed and attributed to its stage, to show where the time goes;
-- ``partitioned``: the same production path with ``MARGIN_PARTITIONS=N`` (margin-group
+- ``partitioned``: the same production path with ``partitions=N`` (margin-group
   partitions, in-process; positions and collateral streamed from their files into one
   file per partition, each partition's results written as Parquet and published from
   the files) — the memory-bounded path for books larger than RAM;
@@ -98,9 +98,8 @@ def resident_gb(pid: int | str = "self") -> float:
 
 def measure_eod(inputs: Path, as_of: dt.date, db: Path, partitions: int = 1) -> dict:
     """The production path (``run_end_of_day`` without Prefect task wrappers) into a fresh
-    warehouse ``db``, with ``MARGIN_PARTITIONS=partitions``; RSS sampled every 0.25 s for
-    the peak of each stage."""
-    os.environ["MARGIN_PARTITIONS"] = str(partitions)
+    warehouse ``db``, with ``partitions`` margin-group partitions (1: the whole book as one);
+    RSS sampled every 0.25 s for the peak of each stage."""
     from flows.eod import run_end_of_day
 
     for stale in db.parent.glob(f"{db.name}*"):
@@ -114,7 +113,7 @@ def measure_eod(inputs: Path, as_of: dt.date, db: Path, partitions: int = 1) -> 
 
     start = time.perf_counter()
     threading.Thread(target=sample, daemon=True).start()
-    record = run_end_of_day(as_of, inputs, db, use_tasks=False)
+    record = run_end_of_day(as_of, inputs, db, use_tasks=False, partitions=partitions)
     done.set()
     timings = dict(record["timings"])
     timings["total"] = round(time.perf_counter() - start, 4)

@@ -7,13 +7,13 @@ Every command that reads or writes the warehouse takes ``--db``; inputs default 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from flows import settings
 from flows.settings import DEFAULT_DB, DEFAULT_INPUTS, DEFAULT_REPORTS, configure_prefect
 
 configure_prefect()
@@ -36,15 +36,16 @@ DateOption = Annotated[str, typer.Option("--date", help="As-of date, YYYY-MM-DD.
 InputsOption = Annotated[Path, typer.Option("--inputs", help="Input root holding reference/ and date=YYYY-MM-DD/ folders.")]
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB warehouse file.")]
 PartitionsOption = Annotated[
-    int,
+    Optional[str],
     typer.Option(
         "--partitions",
-        help="Compute the day in N independent margin-group partitions, one after the other: "
-        "positions and collateral are streamed from their files and each partition's results are "
-        "written to Parquet before the next starts, so peak memory is one partition's (about "
-        "1.5 GB per 2.5M position rows). Use it above ~10M position rows. Results are identical "
-        "(row order aside). Default: $MARGIN_PARTITIONS or 1 (the whole day in memory).",
-        envvar="MARGIN_PARTITIONS",
+        help="N | auto. Compute the day as N independent margin-group partitions, one after the other "
+        "(or on Dask): positions and collateral are streamed from their files and each partition's results "
+        "are written to Parquet before the next starts, so peak memory is one partition's (about 1.5 GB per "
+        "2.5M position rows). auto: the whole book as one partition up to 2.5M position rows, else one "
+        "partition per 2.5M. Results are identical to the bit whatever N (SPEC §8). "
+        "Default: $MARGIN_PARTITIONS or auto.",
+        show_default=False,
     ),
 ]
 DaskOption = Annotated[
@@ -52,19 +53,29 @@ DaskOption = Annotated[
     typer.Option(
         "--dask-address",
         help="Run the partitions as Prefect tasks on a Dask cluster: a scheduler address "
-        "(tcp://host:8786) or `local` for a 2-worker local cluster.",
-        envvar="MARGIN_DASK_ADDRESS",
+        "(tcp://host:8786) or `local` for a 2-worker local cluster. Default: $MARGIN_DASK_ADDRESS.",
+        show_default=False,
     ),
 ]
 
 
-def use_partitions(partitions: int, dask_address: str | None) -> None:
-    """Hand the compute layout to the compute stage (read in ``flows.settings.compute_partitions``)."""
-    if partitions < 1:
-        fail("--partitions must be at least 1")
-    os.environ["MARGIN_PARTITIONS"] = str(partitions)
-    if dask_address:
-        os.environ["MARGIN_DASK_ADDRESS"] = dask_address
+def check_partitions(partitions: str | None) -> int | str:
+    """``--partitions`` (default ``$MARGIN_PARTITIONS`` or ``auto``) as ``auto`` or a number ≥ 1."""
+    value = (partitions if partitions is not None else settings.default_partitions()).strip().lower()
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        fail(f"--partitions {value!r}: use a number ≥ 1 or auto")
+    return count
+
+
+def check_dask_address(dask_address: str | None) -> str | None:
+    """``--dask-address`` (default ``$MARGIN_DASK_ADDRESS``; none: the partitions run here)."""
+    return dask_address or settings.default_dask_address()
 
 
 LockTimeoutOption = Annotated[
@@ -97,15 +108,21 @@ OrchestrationOption = Annotated[
         "(PREFECT_API_URL, or a server started by `margin server start`), otherwise the same flow code "
         "directly; prefect: always (a temporary server, 20-40 s, when none is configured); none: never. "
         "Default: $MARGIN_ORCHESTRATION or auto.",
-        envvar="MARGIN_ORCHESTRATION",
         show_default=False,
     ),
 ]
 
 
-def check_lock_timeout(seconds: float | None) -> None:
-    if seconds is not None and not seconds >= 0:  # NaN fails too (it would wait forever)
+def check_lock_timeout(seconds: float | None) -> float:
+    """``--lock-timeout`` (default ``$MARGIN_LOCK_TIMEOUT`` or 60) as a number of seconds ≥ 0."""
+    if seconds is None:
+        try:
+            return settings.default_lock_timeout()
+        except ValueError as error:
+            fail(first_line(error))
+    if not seconds >= 0:  # NaN fails too (it would wait forever)
         fail(f"--lock-timeout {seconds!r} must be a number of seconds ≥ 0")
+    return seconds
 
 
 def check_share(share: float | None) -> None:
@@ -114,7 +131,8 @@ def check_share(share: float | None) -> None:
 
 
 def orchestrate(mode: str | None):
-    """Resolve --orchestration once, at the entry point, and say in one line how the command runs."""
+    """Resolve --orchestration once, at the entry point, and say in one line how the command
+    runs; the caller passes ``choice.use_prefect`` on (nothing is written to the environment)."""
     from flows.orchestration import OrchestrationError, resolve
     from flows.progress import say
 
@@ -122,7 +140,6 @@ def orchestrate(mode: str | None):
         choice = resolve(mode)
     except OrchestrationError as error:
         fail(first_line(error))
-    os.environ["MARGIN_ORCHESTRATION"] = "prefect" if choice.use_prefect else "none"
     if choice.note:
         say(f"[dim]{choice.note}[/dim]")
     return choice
@@ -241,7 +258,7 @@ def demo(
     if days < 1 or accounts < 1:
         fail("--days and --accounts must be at least 1")
     say(f"generating {days} day(s) × {accounts:,} accounts under {inputs} …")
-    orchestrate(orchestration)
+    choice = orchestrate(orchestration)
     from market.generate import generate_book
 
     try:
@@ -249,7 +266,8 @@ def demo(
     except (OSError, ValueError) as error:
         fail(f"cannot generate the demo book under {inputs}: {error}")
     last = first + dt.timedelta(days=days - 1)
-    outcome = _run_backfill(first, last, inputs, db, strict=False)
+    outcome = _run_backfill(first, last, inputs, db, strict=False, lock_timeout=check_lock_timeout(None),
+                            use_prefect=choice.use_prefect)
     for day, reason in outcome["failed"].items():
         typer.echo(f"margin: error: {day}: {reason}", err=True)
     if outcome["failed"]:
@@ -297,18 +315,19 @@ def generate(
 
 def _run_backfill(
     first: dt.date, last: dt.date, inputs: Path, db: Path, strict: bool, lock_timeout: float | None = None,
-    max_quarantined_share: float | None = None,
+    max_quarantined_share: float | None = None, *, use_prefect: bool, partitions: int | str = "auto",
+    dask_address: str | None = None,
 ) -> dict:
-    from flows import eod
+    if not use_prefect:
+        from flows import eod
 
-    try:
-        if not eod.use_prefect():
-            return eod.backfill_dates(first, last, inputs, db, strict, lock_timeout, use_tasks=False,
-                                      max_quarantined_share=max_quarantined_share)
-    except eod.RunFailed as error:
-        fail(first_line(error))
-    return eod.backfill(first.isoformat(), last.isoformat(), str(inputs), str(db), strict, lock_timeout,
-                        max_quarantined_share)
+        return eod.backfill_dates(first, last, inputs, db, strict, lock_timeout, use_tasks=False,
+                                  max_quarantined_share=max_quarantined_share, partitions=partitions,
+                                  dask_address=dask_address)
+    from flows.tasks import backfill as backfill_flow
+
+    return backfill_flow(first.isoformat(), last.isoformat(), str(inputs), str(db), strict, lock_timeout,
+                         max_quarantined_share, partitions=partitions, dask_address=dask_address)
 
 
 @app.command()
@@ -320,7 +339,7 @@ def run(
     summary: Annotated[bool, typer.Option("--summary/--no-summary", help="Print the day's headline figures.")] = True,
     lock_timeout: LockTimeoutOption = None,
     max_quarantined_share: MaxQuarantinedShareOption = None,
-    partitions: PartitionsOption = 1,
+    partitions: PartitionsOption = None,
     dask_address: DaskOption = None,
     orchestration: OrchestrationOption = None,
 ) -> None:
@@ -334,8 +353,8 @@ def run(
 
     as_of = parse_date(date)
     check_share(max_quarantined_share)
-    check_lock_timeout(lock_timeout)
-    use_partitions(partitions, dask_address)
+    lock_timeout = check_lock_timeout(lock_timeout)
+    partitions, dask_address = check_partitions(partitions), check_dask_address(dask_address)
     problem = input_date_problem(inputs, as_of)
     if problem:  # before any Prefect start; the attempt still reaches `runs` (SPEC §8), directly
         from flows import eod
@@ -346,17 +365,21 @@ def run(
             pass
         fail(problem)
     say(f"margin run {as_of}: {Path(inputs) / f'date={as_of.isoformat()}'} → {db}")
-    orchestrate(orchestration)
+    choice = orchestrate(orchestration)
     from flows import eod
     from flows.eod import RunFailed
 
     try:
-        if eod.use_prefect():
-            eod.eod_margin(as_of.isoformat(), str(inputs), str(db), strict, lock_timeout=lock_timeout,
-                           max_quarantined_share=max_quarantined_share)
+        if choice.use_prefect:
+            from flows.tasks import eod_margin
+
+            eod_margin(as_of.isoformat(), str(inputs), str(db), strict, lock_timeout=lock_timeout,
+                       max_quarantined_share=max_quarantined_share, partitions=partitions,
+                       dask_address=dask_address)
         else:
             eod.run_end_of_day(as_of, inputs, db, strict, use_tasks=False, lock_timeout=lock_timeout,
-                               max_quarantined_share=max_quarantined_share)
+                               max_quarantined_share=max_quarantined_share, partitions=partitions,
+                               dask_address=dask_address)
     except RunFailed as error:
         fail(first_line(error))
     if summary:
@@ -371,7 +394,7 @@ def backfill(
     db: DbOption = DEFAULT_DB,
     strict: Annotated[bool, typer.Option("--strict", help="Fail a date if any row is quarantined.")] = False,
     lock_timeout: LockTimeoutOption = None,
-    partitions: PartitionsOption = 1,
+    partitions: PartitionsOption = None,
     dask_address: DaskOption = None,
     max_quarantined_share: MaxQuarantinedShareOption = None,
     orchestration: OrchestrationOption = None,
@@ -381,8 +404,8 @@ def backfill(
     if any failed)."""
     first, last = parse_date(start, "--start"), parse_date(end, "--end")
     check_share(max_quarantined_share)
-    check_lock_timeout(lock_timeout)
-    use_partitions(partitions, dask_address)
+    lock_timeout = check_lock_timeout(lock_timeout)
+    partitions, dask_address = check_partitions(partitions), check_dask_address(dask_address)
     if last < first:
         fail("--end is before --start")
     check_inputs_root(inputs)
@@ -394,8 +417,9 @@ def backfill(
         typer.echo(describe_skipped(skipped, inputs))
     if not present:
         fail(f"no input folders between {first} and {last} under {inputs}")
-    orchestrate(orchestration)
-    outcome = _run_backfill(first, last, inputs, db, strict, lock_timeout, max_quarantined_share)
+    choice = orchestrate(orchestration)
+    outcome = _run_backfill(first, last, inputs, db, strict, lock_timeout, max_quarantined_share,
+                            use_prefect=choice.use_prefect, partitions=partitions, dask_address=dask_address)
     typer.echo(f"succeeded: {len(outcome['succeeded'])}  failed: {len(outcome['failed'])}  "
                f"skipped (no inputs): {len(skipped)}")
     for day, reason in outcome["failed"].items():
@@ -431,8 +455,7 @@ def publish(
     from flows.settings import results_dir_for
 
     as_of = parse_date(date)
-    check_lock_timeout(lock_timeout)
-    timeout = warehouse.default_lock_timeout() if lock_timeout is None else lock_timeout
+    timeout = lock_timeout = check_lock_timeout(lock_timeout)
     try:
         with run_lock.hold_run_lock(db, timeout=timeout):  # SPEC §8: no run saves or publishes meanwhile
             tables, record = results_store.load_results(results_dir_for(db), as_of)

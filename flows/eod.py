@@ -1,8 +1,14 @@
-"""The end-of-day flow: load → validate/net/value/margin/collateral/accounts/groups → save → publish.
+"""The end-of-day run: load → compute (resolve, margin by partitions) → check → save → publish.
 
-Tasks are thin wrappers: the methodology is ``transforms.pipeline.compute_margin``;
-I/O is in ``flows.loading``, ``flows.results_store`` and ``flows.warehouse``.  Only
-I/O tasks retry.  Every flow parameter is a plain JSON-able value.
+``run_end_of_day`` runs the stages, each a plain function here (``load_step``,
+``compute_step``, ``save_step``, ``publish_step``); with ``use_tasks`` it calls their
+Prefect tasks instead, defined in ``flows.tasks`` (imported only then: the Prefect
+import costs seconds), which also holds the flows (``eod_margin``, ``backfill``,
+``export_reports``).  The methodology is ``transforms`` (one path: ``flows.partitioned.
+compute_day`` over ``transforms.resolve`` and ``transforms.pipeline.margin_partition``);
+I/O is in ``flows.loading``, ``flows.results_store`` and ``flows.warehouse``.  Only I/O
+tasks retry.  Every parameter comes from the caller (the CLI or a flow run), never from
+the environment.
 """
 
 from __future__ import annotations
@@ -14,13 +20,10 @@ import subprocess
 import uuid
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Callable
-from typing import Optional
+from typing import Union
 from zoneinfo import ZoneInfo
 
-from flows.settings import (
-    DEFAULT_DB, DEFAULT_INPUTS, PROJECT_ROOT, compute_partitions, configure_prefect, results_dir_for,
-)
+from flows.settings import PROJECT_ROOT, default_lock_timeout, results_dir_for
 
 import duckdb
 import polars as pl
@@ -28,48 +31,10 @@ import polars as pl
 from flows import orchestration, partitioned, results_store, run_lock, warehouse
 from flows.orchestration import ORCHESTRATION_ENV, configured_prefect_api_url  # noqa: F401 — the names callers use
 from flows.loading import LoadedInputs, StructuralError, load_inputs
-from flows.partitioned import StoredResults
+from flows.partitioned import DayResults
 from flows.progress import StageTimer, say
 from flows.warehouse import fault_point
-from transforms.identities import identity_violations
-from transforms.pipeline import MarginResults, compute_margin
 from transforms.quarantine_guard import quarantine_culprits, quarantine_guard
-
-# Prefect is imported only when a task or flow is first used (``prefect_objects``):
-# the import alone costs seconds, and a run without Prefect (MARGIN_ORCHESTRATION)
-# should not pay it.  ``flows.eod.eod_margin`` etc. resolve through ``__getattr__``.
-_PREFECT_SPECS: dict[str, tuple[str, Callable, dict]] = {}
-
-
-def _prefect(kind: str, public_name: str, **options) -> Callable[[Callable], Callable]:
-    """Register a plain function to become the Prefect task or flow ``public_name`` on first use."""
-
-    def register(fn: Callable) -> Callable:
-        fn.__name__ = fn.__qualname__ = public_name  # the deployment entrypoint is flows.eod.<public_name>
-        _PREFECT_SPECS[public_name] = (kind, fn, options)
-        return fn
-
-    return register
-
-
-@functools.cache
-def prefect_objects() -> dict:
-    """The Prefect tasks and flows of this module, built once (imports Prefect)."""
-    configure_prefect()
-    from prefect import flow, task
-    from prefect.cache_policies import NONE as NO_CACHE
-
-    return {
-        public_name: task(cache_policy=NO_CACHE, **options)(fn) if kind == "task" else flow(**options)(fn)
-        for public_name, (kind, fn, options) in _PREFECT_SPECS.items()
-    }
-
-
-def __getattr__(name: str):
-    if name in _PREFECT_SPECS:
-        return prefect_objects()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 class RunFailed(RuntimeError):
     """The run did not publish; the message is the one-line reason."""
@@ -128,62 +93,51 @@ def _transient_io_error(task, task_run, state) -> bool:
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _transient_io_error}
 
 
-@_prefect("task", "load_inputs_task", name="load inputs", **IO_RETRIES)
-def _load_inputs_step(inputs_root: str, as_of: dt.date, streamed: bool = False) -> LoadedInputs:
-    # A partitioned run streams positions and collateral from their files (never read whole).
-    return load_inputs(Path(inputs_root), as_of, scan=partitioned.STREAMED_TABLES if streamed else ())
+def load_step(inputs_root: str, as_of: dt.date) -> LoadedInputs:
+    """The day's inputs; positions and collateral stay lazy scans of their files, read by
+    the compute (whole, or streamed into partitions)."""
+    return load_inputs(Path(inputs_root), as_of, scan=partitioned.STREAMED_TABLES)
 
 
-@_prefect("task", "compute_margin_task", name="compute margin")
-def _compute_margin_step(
-    loaded: LoadedInputs, scratch: str | None = None, partitions: int = 1, dask_address: str | None = None
-) -> MarginResults | StoredResults:
-    """The whole book in memory, or (with ``scratch``) ``partitions`` margin-group partitions,
-    on the Dask cluster at ``dask_address`` (``local``: a temporary one) or in this
-    process, whose result tables are written under ``scratch``."""
-    if scratch is None:
-        return compute_margin(loaded.margin_inputs)
+#: ``--partitions``: a number ≥ 1, or ``auto`` (by the day's position rows).
+Partitions = Union[int, str]
+
+
+def partition_count(partitions: Partitions, loaded: LoadedInputs, dask_address: str | None = None) -> int:
+    """``partitions`` as a number: ``auto`` by the day's position rows
+    (``partitioned.auto_partitions``); at least 2 on a Dask cluster."""
+    if str(partitions).strip().lower() == "auto":
+        rows = loaded.margin_inputs.positions.select(pl.len()).collect().item()
+        count = partitioned.auto_partitions(rows)
+    else:
+        try:
+            count = int(partitions)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise RunFailed(f"--partitions {partitions!r}: use a number ≥ 1 or auto")
+    return max(count, 2) if dask_address else count
+
+
+def compute_step(loaded: LoadedInputs, scratch: str, partitions: int = 1, dask_address: str | None = None
+                 ) -> DayResults:
+    """The day as ``partitions`` margin-group partitions (the whole book as one when 1), on
+    the Dask cluster at ``dask_address`` (``local``: a temporary one) or in this process;
+    result tables are written under ``scratch``."""
     runner = partitioned.run_in_process
     if dask_address:
         runner = partitioned.on_dask(address=None if dask_address == "local" else dask_address)
-    return partitioned.compute_margin_to_files(loaded.margin_inputs, partitions, Path(scratch), runner)
+    return partitioned.compute_day(loaded.margin_inputs, partitions, Path(scratch), runner)
 
 
-@_prefect("task", "save_results_task", name="save results", **IO_RETRIES)
-def _save_results_step(db: str, as_of: dt.date, run_id: str, results: MarginResults | StoredResults,
-                       record: dict) -> str:
+def save_step(db: str, as_of: dt.date, run_id: str, results: DayResults, record: dict) -> str:
     return str(results_store.save_results(results_dir_for(Path(db)), as_of, run_id, results.tables, record))
 
 
-@_prefect("task", "publish_task", name="publish", **IO_RETRIES)
-def _publish_step(db: str, as_of: dt.date, run_id: str, saved: str, record: dict, lock_timeout: float | None) -> None:
+def publish_step(db: str, as_of: dt.date, run_id: str, saved: str, record: dict, lock_timeout: float | None) -> None:
     """Load the saved Parquet of the date (``saved``) into the warehouse in one transaction."""
     tables = results_store.table_files(Path(saved), run_id=run_id)
     warehouse.publish_date(Path(db), as_of, run_id, tables, record, lock_timeout=lock_timeout)
-
-
-def _row_counts(results: MarginResults | StoredResults) -> dict[str, int]:
-    if isinstance(results, StoredResults):
-        return dict(results.rows)
-    return {name: frame.height for name, frame in results.tables.items()}
-
-
-def _identity_problems(results: MarginResults | StoredResults) -> list[str]:
-    if isinstance(results, StoredResults):  # checked by each partition, and the day's counts
-        return results.problems
-    return identity_violations(results.tables, results.counts)
-
-
-def _quarantine_reasons(results: MarginResults | StoredResults) -> pl.DataFrame:
-    if isinstance(results, StoredResults):
-        return results.quarantine_reasons()
-    return results.tables["quarantine"].group_by("reason").len().sort("reason")
-
-
-def _quarantine_rows(results: MarginResults | StoredResults) -> pl.LazyFrame:
-    if isinstance(results, StoredResults):
-        return pl.scan_parquet(results.tables["quarantine"])
-    return results.tables["quarantine"].lazy()
 
 
 def run_end_of_day(
@@ -195,6 +149,8 @@ def run_end_of_day(
     use_tasks: bool = True,
     lock_timeout: float | None = None,
     max_quarantined_share: float | None = None,
+    partitions: Partitions = "auto",
+    dask_address: str | None = None,
 ) -> dict:
     """One date end to end; returns the run record.  Raises ``RunFailed`` with a one-line reason.
 
@@ -204,9 +160,18 @@ def run_end_of_day(
     ``use_tasks=False`` runs the same stages as plain calls (no Prefect run).
     ``max_quarantined_share`` (``--max-quarantined-share``) overrides the policy's
     ``max_quarantined_position_share`` (SPEC §3); ``strict`` wins over both.
+    ``lock_timeout``: seconds to wait for the warehouse (``None``: ``MARGIN_LOCK_TIMEOUT``
+    or 60); ``partitions``: a number, or ``auto`` (by the day's position rows);
+    ``dask_address``: run the partitions on a Dask cluster (``local``: a temporary one).
     """
-    tasks = prefect_objects() if use_tasks else None
-    call = (lambda step, *a: tasks[step.__name__](*a)) if use_tasks else (lambda step, *a: step(*a))
+    if use_tasks:
+        from flows import tasks
+
+        load, compute, save, publish = (
+            tasks.load_inputs_task, tasks.compute_margin_task, tasks.save_results_task, tasks.publish_task
+        )
+    else:
+        load, compute, save, publish = load_step, compute_step, save_step, publish_step
     run_id = f"{as_of.isoformat()}-{uuid.uuid4().hex[:12]}"
     timer = StageTimer(as_of.isoformat())
     record: dict = {
@@ -230,27 +195,20 @@ def run_end_of_day(
     except OSError as error:
         raise RunFailed(f"cannot write the run log beside the warehouse {db}: {_one_line(error)}") from error
     stage = "load"
-    partitions, dask_address = compute_partitions()
-    partitioned_run = partitions > 1 or bool(dask_address)
-    if dask_address:
-        partitions = max(partitions, 2)
-    if partitioned_run:
-        record["parameters"].update({"partitions": partitions, "dask_address": dask_address})
     run_serialised = contextlib.ExitStack()  # SPEC §8: one run of the warehouse at a time, load to publish
     try:
         stage = "lock"
-        run_serialised.enter_context(run_lock.hold_run_lock(
-            db, timeout=warehouse.default_lock_timeout() if lock_timeout is None else lock_timeout, run_id=run_id))
+        if lock_timeout is None:
+            lock_timeout = default_lock_timeout()
+        run_serialised.enter_context(run_lock.hold_run_lock(db, timeout=lock_timeout, run_id=run_id))
         warehouse.check_warehouse_file(db)  # before computing anything
         stage = "load"
         with contextlib.ExitStack() as scratch_stack:
-            scratch = (
-                str(scratch_stack.enter_context(results_store.scratch_folder(results_dir_for(db), as_of, run_id)))
-                if partitioned_run else None
-            )
             with timer.stage("load") as note:
-                loaded = call(_load_inputs_step, str(inputs), as_of, partitioned_run)
+                loaded = load(str(inputs), as_of)
                 note["note"] = f"{len(loaded.files)} files"
+            partition_total = partition_count(partitions, loaded, dask_address)
+            record["parameters"].update({"partitions": partition_total, "dask_address": dask_address})
             fault_point("load")
             record["input_checksums"] = loaded.checksums
             record["parameters"].update(
@@ -263,34 +221,34 @@ def run_end_of_day(
             record["parameters"]["files"] = loaded.files
             stage = "compute"
             with timer.stage("compute") as note:
-                results = call(_compute_margin_step, loaded, scratch, partitions, dask_address)
-                del loaded  # a partitioned run holds no day-sized frame from here on
+                # The result tables are written here as each partition is computed.
+                scratch = str(scratch_stack.enter_context(
+                    results_store.scratch_folder(results_dir_for(db), as_of, run_id)))
+                results = compute(loaded, scratch, partition_total, dask_address)
+                del loaded  # no day-sized frame is held from here on
                 counts = {r["table"]: {k: r[k] for k in ("read", "used", "quarantined")} for r in results.counts.to_dicts()}
-                result_rows = _row_counts(results)
-                if isinstance(results, StoredResults):
-                    timer.timings.update({f"compute_{k}": v for k, v in results.timings.items()})
+                result_rows = dict(results.rows)
+                timer.timings.update({f"compute_{k}": v for k, v in results.timings.items()})
                 note["note"] = (
                     f"{counts['positions']['read']:,} position rows, {result_rows['account_margin']:,} accounts, "
-                    f"{result_rows['quarantine']:,} quarantined"
-                    + (f", {partitions} partitions" if partitioned_run else "")
+                    f"{result_rows['quarantine']:,} quarantined, {partition_total} partition(s)"
                 )
             fault_point("compute")
             record["row_counts"] = counts
             record["warnings"] = warnings_summary(results.warnings)
             stage = "check"
             with timer.stage("check") as note:
-                problems = _identity_problems(results)
-                if isinstance(results, StoredResults):
-                    note["note"] = "each partition's identities (checked as it ran) and the day's row counts"
+                problems = results.problems
+                note["note"] = "each partition's identities (checked as it ran) and the day's row counts"
             if problems:
                 raise RunFailed("identity check failed: " + "; ".join(problems[:3]))
             quarantined = result_rows["quarantine"]
             if strict and quarantined:
-                detail = ", ".join(f"{r}={n}" for r, n in _quarantine_reasons(results).iter_rows())
+                detail = ", ".join(f"{r}={n}" for r, n in results.quarantine_reasons().iter_rows())
                 raise RunFailed(f"--strict: {quarantined} rows quarantined ({detail})")
             guard = quarantine_guard(  # SPEC §3: a bad feed must not silently shrink the book
                 counts["positions"]["read"], counts["positions"]["quarantined"], guard_limit,
-                quarantine_culprits(_quarantine_rows(results), instruments),
+                quarantine_culprits(results.quarantine_rows(), instruments),
             )
             if guard:
                 raise RunFailed(guard)
@@ -299,13 +257,13 @@ def run_end_of_day(
             stage = "save"
             with timer.stage("save") as note:
                 record["finished_at"] = _utcnow().isoformat()
-                saved = call(_save_results_step, str(db), as_of, run_id, results, _final(record))
+                saved = save(str(db), as_of, run_id, results, _final(record))
                 note["note"] = f"{total_rows:,} rows in {len(results.tables)} Parquet tables"
             del results
         stage = "publish"
         with timer.stage("publish") as note:
             record["finished_at"] = _utcnow().isoformat()
-            call(_publish_step, str(db), as_of, run_id, saved, _final(record), lock_timeout)
+            publish(str(db), as_of, run_id, saved, _final(record), lock_timeout)
             note["note"] = f"{total_rows:,} rows → {db}"
         record["timings"]["total"] = round(timer.total, 4)
         say(f"[green]{as_of} published[/green] run {run_id} in {timer.total:.2f}s")
@@ -363,28 +321,6 @@ def resolve_as_of(as_of: str, timezone: str = "UTC") -> dt.date:
     return dt.datetime.fromisoformat(scheduled.isoformat()).astimezone(ZoneInfo(timezone)).date()
 
 
-@_prefect("flow", "eod_margin", name="eod-margin", log_prints=False)
-def _eod_margin_flow(
-    as_of: str = "today",
-    inputs: str = str(DEFAULT_INPUTS),
-    db: str = str(DEFAULT_DB),
-    strict: bool = False,
-    timezone: str = "UTC",
-    lock_timeout: Optional[float] = None,
-    max_quarantined_share: Optional[float] = None,
-) -> dict:
-    """End-of-day margin for one business date: load, compute, save, publish.
-
-    ``as_of`` is an ISO date or ``today`` (the scheduled date in ``timezone``, used by
-    ``margin serve``); ``lock_timeout`` bounds the wait for the warehouse lock
-    (default ``MARGIN_LOCK_TIMEOUT`` or 60 s)."""
-    day = resolve_as_of(as_of, timezone)
-    record = run_end_of_day(day, Path(inputs), Path(db), strict, lock_timeout=lock_timeout,
-                            max_quarantined_share=max_quarantined_share)
-    _markdown_artifact(record, Path(db))
-    return {k: record[k] for k in ("run_id", "as_of_date", "status", "row_counts", "timings")}
-
-
 def business_dates(inputs: Path, start: dt.date, end: dt.date) -> list[dt.date]:
     """Dates in [start, end] that have a ``date=D/`` input folder (crypto venues run every day)."""
     found = []
@@ -408,6 +344,8 @@ def backfill_dates(
     *,
     use_tasks: bool = True,
     max_quarantined_share: float | None = None,
+    partitions: Partitions = "auto",
+    dask_address: str | None = None,
 ) -> dict:
     """Every business date in [start, end] with inputs, in order; a failed date is
     reported (``failed``: date → one-line reason) and the rest continue."""
@@ -416,31 +354,15 @@ def backfill_dates(
     for day in dates:
         try:
             record = run_end_of_day(day, Path(inputs), Path(db), strict, use_tasks=use_tasks, lock_timeout=lock_timeout,
-                                    max_quarantined_share=max_quarantined_share)
+                                    max_quarantined_share=max_quarantined_share, partitions=partitions,
+                                    dask_address=dask_address)
             outcome["succeeded"].append(record["as_of_date"])
             if use_tasks:
-                _markdown_artifact(record, Path(db))
+                markdown_artifact(record, Path(db))
         except RunFailed as error:
             say(f"[red]{day} failed[/red]: {error}")
             outcome["failed"][day.isoformat()] = str(error)
     return outcome
-
-
-@_prefect("flow", "backfill", name="backfill", log_prints=False)
-def _backfill_flow(
-    start: str,
-    end: str,
-    inputs: str = str(DEFAULT_INPUTS),
-    db: str = str(DEFAULT_DB),
-    strict: bool = False,
-    lock_timeout: Optional[float] = None,
-    max_quarantined_share: Optional[float] = None,
-) -> dict:
-    """Every business date in [start, end] with inputs, in order; a failed date is reported, the rest continue."""
-    return backfill_dates(
-        dt.date.fromisoformat(start), dt.date.fromisoformat(end), Path(inputs), Path(db), strict, lock_timeout,
-        max_quarantined_share=max_quarantined_share,
-    )
 
 
 def use_prefect(mode: str | None = None) -> bool:
@@ -457,8 +379,7 @@ class ExportRefused(RuntimeError):
     """At least one export format was not written (records failed their checks)."""
 
 
-@_prefect("task", "export_task", name="export", **IO_RETRIES)
-def _export_step(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt.datetime, allow_partial: bool,
+def export_step(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt.datetime, allow_partial: bool,
                 inputs: str) -> dict:
     from outputs.exports import export_files
 
@@ -473,38 +394,7 @@ def _export_step(db: str, as_of: dt.date, fmt: str, out: str, reporting_time: dt
     }
 
 
-@_prefect("flow", "export_reports", name="export-reports", log_prints=False)
-def _export_reports_flow(
-    as_of: str,
-    formats: list[str],
-    out: str,
-    db: str = str(DEFAULT_DB),
-    reporting_time: Optional[str] = None,
-    allow_partial: bool = False,
-    inputs: str = str(DEFAULT_INPUTS),
-) -> dict:
-    """The regulatory and analyst exports of a published date (SPEC §10), one task per format.
-
-    ``reporting_time`` (ISO, UTC; default: now, to the second) is the same for every
-    format of this flow run, so the files agree with each other.  Raises
-    ``ExportRefused`` after trying every format if one was not written."""
-    day = dt.date.fromisoformat(as_of)
-    when = (
-        dt.datetime.fromisoformat(reporting_time.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
-        if reporting_time
-        else _utcnow().replace(microsecond=0)
-    )
-    export_task = prefect_objects()["export_task"]
-    outcome = {fmt: export_task(db, day, fmt, out, when, allow_partial, inputs) for fmt in formats}
-    for fmt, summary in outcome.items():
-        say(f"{as_of} export {fmt:<9} {summary['records']:,} records, {summary['rejected']} rejected → {out}")
-    refused = [fmt for fmt, summary in outcome.items() if not summary["written"]]
-    if refused:
-        raise ExportRefused(f"{as_of}: {', '.join(refused)} not written (records rejected; see the rejections file)")
-    return {"as_of_date": as_of, "reporting_time": when.isoformat(), "formats": outcome}
-
-
-def _markdown_artifact(record: dict, db: Path) -> None:
+def markdown_artifact(record: dict, db: Path) -> None:
     """A Prefect markdown artifact (key ``margin-<date>``) with the headline figures of the published date."""
     from outputs.summary import day_summary_markdown
 

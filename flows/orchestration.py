@@ -30,9 +30,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.settings import configure_prefect
+from flows import settings
+from flows.settings import ORCHESTRATION_ENV  # noqa: F401 (the name callers use)
 
-ORCHESTRATION_ENV = "MARGIN_ORCHESTRATION"
 MODES = ("auto", "prefect", "none")
 SERVER_PROFILE = "margin-server"
 DEFAULT_PORT = 4200
@@ -44,12 +44,11 @@ class OrchestrationError(RuntimeError):
 
 
 def prefect_home() -> Path:
-    configure_prefect()
-    return Path(os.environ["PREFECT_HOME"]).expanduser()
+    return settings.prefect_home()
 
 
 def profiles_path() -> Path:
-    return Path(os.environ.get("PREFECT_PROFILES_PATH") or prefect_home() / "profiles.toml").expanduser()
+    return settings.prefect_profiles_path()
 
 
 def pid_file() -> Path:
@@ -70,10 +69,10 @@ def _read_profiles() -> dict:
 def configured_prefect_api_url() -> str | None:
     """``PREFECT_API_URL`` from the environment or the active Prefect profile, read
     without importing Prefect."""
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
+    if settings.prefect_api_url_setting():
+        return settings.prefect_api_url_setting()
     profiles = _read_profiles()
-    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active")
+    active = settings.prefect_profile_setting() or profiles.get("active")
     return (profiles.get("profiles", {}).get(active) or {}).get("PREFECT_API_URL") or None
 
 
@@ -89,7 +88,7 @@ class Orchestration:
 
 def resolve(mode: str | None = None) -> Orchestration:
     """Resolve ``--orchestration`` (default ``$MARGIN_ORCHESTRATION`` or ``auto``) once, at the entry point."""
-    mode = (mode or os.environ.get(ORCHESTRATION_ENV) or "auto").strip().lower()
+    mode = (mode or settings.default_orchestration()).strip().lower()
     if mode not in MODES:
         raise OrchestrationError(f"--orchestration {mode!r}: use auto, prefect or none")
     url = configured_prefect_api_url()
@@ -221,9 +220,7 @@ def start_server(port: int = DEFAULT_PORT, say=print, wait_seconds: float = STAR
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)
-    env.pop("PREFECT_PROFILE", None)
+    env = settings.server_environment(home)
     with open(log_file(), "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -10,8 +9,9 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
+from flows.settings import QUIET
+
 console = Console(stderr=True, highlight=False)
-QUIET = os.environ.get("MARGIN_QUIET") == "1"
 
 
 def say(message: str) -> None:

@@ -1,9 +1,10 @@
 """Durable per-date results: Parquet files written before the warehouse load.
 
-Layout: ``<db>.results/date=YYYY-MM-DD/<table>.parquet`` plus ``run.json`` (the run
-record of the run that produced them); a partitioned run (``margin run --partitions N``)
-saves ``<table>/part-NNNNN.parquet`` instead, one file per partition, written while it
-computed (``scratch_folder``) and hard-linked into place here.  A date's folder is replaced by renaming a
+Layout: ``<db>.results/date=YYYY-MM-DD/<table>/part-NNNNN.parquet`` (one file per
+margin-group partition, the whole book being one; written while the run computed, in its
+``scratch_folder``, and hard-linked into place here) plus ``run.json`` (the run record of
+the run that produced them).  Results saved by older versions as ``<table>.parquet`` are
+still read.  A date's folder is replaced by renaming a
 complete staging folder into place, so a reader sees the old set or the new set.  A
 process killed between the two renames leaves ``date=D.retired-<run>`` (the previous
 complete set, which ``load_results`` falls back to) and the next save cleans it up.
@@ -97,18 +98,15 @@ def scratch_folder(results_dir: Path, as_of: dt.date, run_id: str) -> Iterator[P
         shutil.rmtree(folder, ignore_errors=True)
 
 
-#: A result table as a frame, or as Parquet part files already written (a partitioned run).
-TableSource = pl.DataFrame | Sequence[Path]
-
-
-def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[str, TableSource],
+def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[str, Sequence[Path]],
                  run_record: dict) -> Path:
-    """Write every result table for ``as_of`` and swap the folder into place atomically.
+    """Put every result table for ``as_of`` (its part files, written by the compute) in
+    place with the run record, swapping the folder into place atomically.
 
-    A table given as part files is hard-linked (same file system, no copy; copied where
-    links are refused) into ``<table>/``, so the part files stay where they are until
-    their scratch folder goes and a retry after a failed attempt finds them again.  A
-    staging folder of this same run is a failed earlier attempt's, and is replaced."""
+    The part files are hard-linked (same file system, no copy; copied where links are
+    refused) into ``<table>/``, so they stay where they are until their scratch folder
+    goes and a retry after a failed attempt finds them again.  A staging folder of this
+    same run is a failed earlier attempt's, and is replaced."""
     final = date_dir(results_dir, as_of)
     staging = final.with_name(f"{final.name}.staging-{run_id}")
     if staging.exists():  # this run's own earlier attempt (a retry of the save task)
@@ -117,12 +115,8 @@ def save_results(results_dir: Path, as_of: dt.date, run_id: str, tables: dict[st
     with open(staging / STAGING_LOCK, "wb") as writer_lock:
         fcntl.flock(writer_lock.fileno(), fcntl.LOCK_EX)  # released when this process ends, however
         for table in RESULT_TABLES:
-            source = tables[table]
-            if isinstance(source, pl.DataFrame):
-                write_durably(source, staging / f"{table}.parquet")
-                continue
             (staging / table).mkdir()
-            for part in source:
+            for part in tables[table]:
                 _link_or_copy(Path(part), staging / table / Path(part).name)
             _fsync_dir(staging / table)
         (staging / "run.json").write_text(json.dumps(run_record, sort_keys=True, default=str, indent=1))

@@ -86,7 +86,7 @@ def serve_eod(
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
-    from flows.eod import eod_margin
+    from flows.tasks import eod_margin
 
     check_timezone(timezone)
     expression = check_cron(cron, timezone) if cron else weekday_cron(at)

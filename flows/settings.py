@@ -1,11 +1,14 @@
-"""The one place that knows about environments: paths, the warehouse, Prefect's home.
+"""The one place that reads the environment (``os.environ``): paths, the warehouse,
+Prefect's home and settings, the defaults of ``--orchestration`` and ``--lock-timeout``.
 
 Everything is overridable by environment variables so tests and operators can point a
-run elsewhere without touching business code.
+run elsewhere without touching business code.  Every other module takes these values as
+parameters (the CLI passes them on) or calls the functions here.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -23,13 +26,76 @@ DEFAULT_REPORTS = DATA_DIR / "reports"
 SHOW_TRACEBACKS = os.environ.get("MARGIN_TRACEBACK") == "1"
 
 
-def compute_partitions() -> tuple[int, str | None]:
-    """How the compute stage runs: ``MARGIN_PARTITIONS`` margin-group partitions (1 = one
-    pass over the whole book) and ``MARGIN_DASK_ADDRESS`` (a Dask scheduler such as
-    ``tcp://scheduler:8786`` runs the partitions as Prefect tasks on that cluster;
-    ``local`` starts a 2-worker local cluster; unset runs them one after the other here)."""
-    partitions = int(os.environ.get("MARGIN_PARTITIONS", "1") or 1)
-    return max(partitions, 1), os.environ.get("MARGIN_DASK_ADDRESS") or None
+ORCHESTRATION_ENV = "MARGIN_ORCHESTRATION"
+LOCK_TIMEOUT_ENV = "MARGIN_LOCK_TIMEOUT"
+FAULT_STAGE_ENV = "MARGIN_FAULT_STAGE"
+#: ``MARGIN_QUIET=1``: no progress lines (``flows.progress``).
+QUIET = os.environ.get("MARGIN_QUIET") == "1"
+
+
+def default_orchestration() -> str:
+    """``--orchestration`` when not given: ``MARGIN_ORCHESTRATION`` or ``auto`` (SPEC §9)."""
+    return (os.environ.get(ORCHESTRATION_ENV) or "auto").strip().lower()
+
+
+def default_lock_timeout() -> float:
+    """Seconds a writer waits for the warehouse lock: ``MARGIN_LOCK_TIMEOUT`` or 60.
+
+    Raises ``ValueError`` (one line) when it is not a number of seconds ≥ 0 (NaN would
+    mean waiting forever)."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "60")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={text!r} is not a number of seconds ≥ 0")
+    return seconds
+
+
+def default_partitions() -> str:
+    """``--partitions`` when not given: ``MARGIN_PARTITIONS`` or ``auto``."""
+    return os.environ.get("MARGIN_PARTITIONS") or "auto"
+
+
+def default_dask_address() -> str | None:
+    """``--dask-address`` when not given: ``MARGIN_DASK_ADDRESS`` (None: the partitions run in this process)."""
+    return os.environ.get("MARGIN_DASK_ADDRESS") or None
+
+
+def fault_stage() -> str | None:
+    """Test hook (``MARGIN_FAULT_STAGE``): the stage at which a run kills itself; never set in production."""
+    return os.environ.get(FAULT_STAGE_ENV)
+
+
+def prefect_home() -> Path:
+    """Prefect's home (``PREFECT_HOME``; ``data/.prefect`` unless set), created."""
+    configure_prefect()
+    return Path(os.environ["PREFECT_HOME"]).expanduser()
+
+
+def prefect_profiles_path() -> Path:
+    """Prefect's profiles file: ``PREFECT_PROFILES_PATH`` or ``$PREFECT_HOME/profiles.toml``."""
+    return Path(os.environ.get("PREFECT_PROFILES_PATH") or prefect_home() / "profiles.toml").expanduser()
+
+
+def prefect_api_url_setting() -> str | None:
+    """``PREFECT_API_URL`` from the environment (None when unset or empty)."""
+    return os.environ.get("PREFECT_API_URL") or None
+
+
+def prefect_profile_setting() -> str | None:
+    """``PREFECT_PROFILE`` from the environment (None when unset or empty)."""
+    return os.environ.get("PREFECT_PROFILE") or None
+
+
+def server_environment(home: Path) -> dict[str, str]:
+    """The environment of a ``prefect server start`` child: this one, with ``PREFECT_HOME``
+    set to ``home`` and no API URL or profile (the server serves, it is no client)."""
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_PROFILE", None)
+    return env
 
 
 def results_dir_for(db_path: Path) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
-import math
 import os
 import re
 import signal
@@ -25,27 +24,15 @@ import polars as pl
 
 from flows import run_lock
 from flows.progress import say
-from flows.settings import SQL_DIR, run_log_for
+from flows.settings import (  # noqa: F401 (the environment is read in settings; names kept for callers)
+    FAULT_STAGE_ENV, LOCK_TIMEOUT_ENV, SQL_DIR, default_lock_timeout, fault_stage, run_log_for,
+)
 from transforms.contract import RESULT_TABLES  # noqa: F401 (defined once, in the contract)
 
 CONNECTION_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-LOCK_TIMEOUT_ENV = "MARGIN_LOCK_TIMEOUT"
-FAULT_STAGE_ENV = "MARGIN_FAULT_STAGE"
 FAULT_STAGES = (
     "load", "compute", "save", "save-swap", "publish", "publish-mid-transaction", "publish-committed",
 )
-
-
-def default_lock_timeout() -> float:
-    """Seconds a writer waits for the warehouse lock: ``MARGIN_LOCK_TIMEOUT`` or 60."""
-    text = os.environ.get(LOCK_TIMEOUT_ENV, "60")
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not seconds >= 0:
-        raise ValueError(f"{LOCK_TIMEOUT_ENV}={text!r} is not a number of seconds ≥ 0")
-    return seconds
 
 
 def fault_point(stage: str) -> None:
@@ -55,7 +42,7 @@ def fault_point(stage: str) -> None:
     previous results of its date intact.  Stages: see ``FAULT_STAGES``.  Never set it
     in production.
     """
-    if os.environ.get(FAULT_STAGE_ENV) == stage:
+    if fault_stage() == stage:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -321,7 +321,7 @@ def test_run_log_interrupted_guess_never_overwrites_a_final_status(tmp_path):
 
 def test_export_flow_writes_every_format_with_one_reporting_time(baseline, tmp_path, prefect_api):
     pytest.importorskip("outputs.exports", reason="outputs/exports.py (issue: exports) not there yet")
-    from flows.eod import export_reports
+    from flows.tasks import export_reports
 
     inputs, db, _, _ = baseline
     first, second = tmp_path / "first", tmp_path / "second"
@@ -351,12 +351,14 @@ def test_today_is_the_scheduled_date_in_the_configured_time_zone():
 
 
 def test_orchestration_mode_follows_the_prefect_api_url(monkeypatch):
-    from flows.eod import ORCHESTRATION_ENV, RunFailed, use_prefect
+    from flows.eod import RunFailed, use_prefect
 
-    monkeypatch.setenv(ORCHESTRATION_ENV, "none")
-    assert not use_prefect()
-    monkeypatch.setenv(ORCHESTRATION_ENV, "prefect")
-    assert use_prefect()
-    monkeypatch.setenv(ORCHESTRATION_ENV, "sometimes")
+    assert not use_prefect("none")
+    assert use_prefect("prefect")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert use_prefect("auto")
+    monkeypatch.delenv("PREFECT_API_URL")
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", "/nonexistent/profiles.toml")
+    assert not use_prefect("auto")
     with pytest.raises(RunFailed):
-        use_prefect()
+        use_prefect("sometimes")

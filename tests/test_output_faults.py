@@ -52,7 +52,10 @@ def warehouse_snapshot(db: Path) -> dict:
 
 def results_snapshot(db: Path) -> dict[str, str]:
     folder = results_dir_for(db) / f"date={AS_OF}"
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def assert_previous_results_intact(db: Path, before: dict) -> None:
@@ -145,7 +148,8 @@ def test_rerun_after_disk_full_succeeds_and_records_the_attempt(after_disk_full_
     record = run_end_of_day(AS_OF, inputs, db, use_tasks=False)
     assert record["status"] == "succeeded"
     failed = failed_attempts(db)
-    assert len(failed) == 1 and failed[0]["error"].startswith("save:")
+    # The result tables are written as the day is computed (one part file per partition).
+    assert len(failed) == 1 and failed[0]["error"].startswith("compute:")
     assert not run_log_for(db).exists() or run_log_for(db).read_text().strip() == ""
     assert warehouse_snapshot(db)["tables"]["account_margin"]["run_id"].unique().to_list() == [record["run_id"]]
 
@@ -170,7 +174,7 @@ def test_unwritable_warehouse_keeps_previous_results(after_wal_blocked):
     assert ".wal" in one_line(error)
     assert_previous_results_intact(db, before)
     # The results are durable as Parquet before the load: `margin publish` can finish the job.
-    assert sorted(results_snapshot(db)) == sorted([f"{t}.parquet" for t in RESULT_TABLES] + ["run.json"])
+    assert {name.split("/")[0] for name in results_snapshot(db)} == {*RESULT_TABLES, "run.json"}
 
 
 def test_rerun_after_unwritable_warehouse_succeeds(after_wal_blocked):
@@ -185,8 +189,9 @@ def test_rerun_after_unwritable_warehouse_succeeds(after_wal_blocked):
 
 
 def test_results_folder_path_is_a_file(previous):
-    """`<db>.results` is a regular file: the save fails, the warehouse is untouched, the
-    attempt is recorded at once, and after the obstacle is gone a rerun succeeds."""
+    """`<db>.results` is a regular file: writing the results fails (they are written as the
+    day is computed), the warehouse is untouched, the attempt is recorded at once, and
+    after the obstacle is gone a rerun succeeds."""
     inputs, db, before, saved = previous
     results = results_dir_for(db)
     results.rename(results.with_name("kept-aside"))
@@ -195,7 +200,7 @@ def test_results_folder_path_is_a_file(previous):
         run_end_of_day(AS_OF, inputs, db, use_tasks=False)
     assert "Not a directory" in one_line(caught.value)
     assert_previous_results_intact(db, before)
-    assert [r["error"] for r in failed_attempts(db)] == [f"save: {caught.value}"]
+    assert [r["error"] for r in failed_attempts(db)] == [f"compute: {caught.value}"]
     results.unlink()
     record = run_end_of_day(AS_OF, inputs, db, use_tasks=False)
     assert record["status"] == "succeeded"

@@ -1,9 +1,10 @@
-"""Scale-out by margin-group partitions gives the single-process results (flows.partitioned).
+"""The one compute path (flows.partitioned.compute_day) with 1 and several margin-group
+partitions, in process and on Dask, gives the whole-book results (``compute_margin``).
 
 Given a book (the worked examples, and a small generated book with groups, accounts
 missing from ``accounts`` and deliberately bad rows), expect every output table, the
-quarantine, the counts and the warnings of ``compute_margin_partitioned`` — in process
-and as Prefect tasks on a 2-worker Dask cluster — to equal ``compute_margin``'s.
+quarantine, the counts and the warnings of ``compute_day`` read back from its part files
+to equal ``compute_margin``'s — bit for bit (SPEC §8).
 """
 
 from __future__ import annotations
@@ -17,43 +18,28 @@ from polars.testing import assert_frame_equal
 from conftest import EXAMPLES
 from market.generate import generate_day
 from flows.loading import load_inputs
-from flows.partitioned import (
-    STREAMED_TABLES,
-    compute_margin_partitioned,
-    compute_margin_to_files,
-    on_dask,
-    split_inputs,
-)
+from flows.partitioned import STREAMED_TABLES, DayResults, auto_partitions, compute_day, on_dask, split_day
+from transforms.contract import RESULT_KEYS
 from transforms.identities import count_violations
-from transforms.pipeline import compute_margin
+from transforms.pipeline import MarginResults, compute_margin
 
 EXAMPLE_DATE = dt.date(2025, 3, 14)
 GENERATED_DATE = dt.date(2026, 11, 16)
 
 
-def assert_same_results(single, partitioned) -> None:
-    """Tables equal to 1e-9 relative; quarantine, counts and warnings exactly.
+def read_day(day: DayResults) -> MarginResults:
+    """The day's part files read back whole, each table sorted by its key (small books only)."""
+    tables = {name: pl.read_parquet(files).sort(RESULT_KEYS[name]) for name, files in day.tables.items()}
+    return MarginResults(tables=tables, counts=day.counts, warnings=day.warnings, scenario_ids=day.scenario_ids)
 
-    ``worst_scenario`` is compared where the maximum loss is not tied: scenarios with the
-    same price move give mathematically equal losses on a linear book, and which of two
-    equal sums is 1 ulp larger depends on summation order, in one process as in many.
-    """
+
+def assert_same_results(single: MarginResults, day: DayResults) -> None:
+    """Every table, the quarantine, counts and warnings exactly equal (SPEC §8)."""
+    assert day.problems == []
+    partitioned = read_day(day)
     assert single.tables.keys() == partitioned.tables.keys()
     for name, expected in single.tables.items():
-        got = partitioned.tables[name]
-        assert got.columns == expected.columns, name
-        plain = [c for c in expected.columns if c != "worst_scenario"]
-        assert_frame_equal(got.select(plain), expected.select(plain), check_exact=False, rel_tol=1e-9, abs_tol=1e-6)
-    risk = single.tables["underlying_risk"].with_columns(
-        partitioned.tables["underlying_risk"]["worst_scenario"].alias("partitioned_worst"),
-        pl.col("scenario_losses").list.sort(descending=True).list.slice(0, 2).alias("top_two"),
-    )
-    untied = risk.filter(
-        (pl.col("top_two").list.get(0) - pl.col("top_two").list.get(1)).abs() > 1e-9 * pl.col("scan_risk").abs()
-    )
-    assert untied.height > 0 or risk.height == 0
-    assert untied["worst_scenario"].to_list() == untied["partitioned_worst"].to_list()
-    assert_frame_equal(partitioned.tables["quarantine"], single.tables["quarantine"])
+        assert_frame_equal(partitioned.tables[name], expected, check_exact=True), name
     assert_frame_equal(partitioned.counts, single.counts)
     assert_frame_equal(partitioned.warnings, single.warnings)
     assert partitioned.scenario_ids == single.scenario_ids
@@ -72,25 +58,25 @@ def generated_book(generated_root):
     return load_inputs(generated_root, GENERATED_DATE).margin_inputs
 
 
+@pytest.mark.parametrize("partitions", [1, 3])
 @pytest.mark.parametrize("book", ["book_a_12_accounts", "book_b_40_accounts_custom_grid"])
-def test_worked_examples_partitioned_equal_single_process(book):
-    inputs = load_inputs(EXAMPLES / book / "inputs", EXAMPLE_DATE).margin_inputs
-    assert_same_results(compute_margin(inputs), compute_margin_partitioned(inputs, 3))
+def test_worked_examples_by_partitions_equal_whole_book(book, partitions, tmp_path):
+    inputs = load_inputs(EXAMPLES / book / "inputs", EXAMPLE_DATE, scan=STREAMED_TABLES).margin_inputs
+    assert_same_results(compute_margin(inputs), compute_day(inputs, partitions, tmp_path))
 
 
-def test_generated_book_partitioned_equal_single_process(generated_book):
+def test_generated_book_partitioned_equal_single_process(generated_book, tmp_path):
     single = compute_margin(generated_book)
     assert single.tables["quarantine"].height > 0 and single.tables["group_margin"].height > 0
-    assert_same_results(single, compute_margin_partitioned(generated_book, 4))
+    assert_same_results(single, compute_day(generated_book, 4, tmp_path))
 
 
 def test_streamed_to_files_equal_single_process(generated_root, generated_book, tmp_path):
     """Inputs streamed from their files, results written per partition: the same day."""
     scanned = load_inputs(generated_root, GENERATED_DATE, scan=STREAMED_TABLES).margin_inputs
     assert isinstance(scanned.positions, pl.LazyFrame)
-    stored = compute_margin_to_files(scanned, 4, tmp_path)
-    assert stored.problems == []
-    assert_same_results(compute_margin(generated_book), stored.collect())
+    stored = compute_day(scanned, 4, tmp_path)
+    assert_same_results(compute_margin(generated_book), stored)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(stored.tables)  # the spill files are gone
     assert [p.name for p in stored.tables["position_margin"]] == [f"part-{i:05d}.parquet" for i in range(4)]
     assert stored.tables["quarantine"][-1].name == "part-shared.parquet"
@@ -109,8 +95,17 @@ def test_day_count_identities_can_fail():
     assert count_violations(short, {"positions": 2}) == ["prices: read 5 != used 4 + quarantined 0"]
 
 
-def test_a_margin_group_stays_in_one_partition(generated_book):
-    _, parts = split_inputs(generated_book, 4)
+def test_auto_partitions_by_position_rows():
+    assert [auto_partitions(n) for n in (0, 3_000, 2_500_000, 2_500_001, 10_000_000)] == [1, 1, 1, 2, 4]
+
+
+def test_one_partition_is_the_day_itself(generated_book, tmp_path):
+    assert split_day(generated_book, 1, tmp_path) == [generated_book]
+    assert not (tmp_path / "positions").exists()  # no spill
+
+
+def test_a_margin_group_stays_in_one_partition(generated_book, tmp_path):
+    parts = split_day(generated_book, 4, tmp_path)
     owners = pl.concat(
         [part.accounts.select("margin_group", pl.lit(i).alias("partition")) for i, part in enumerate(parts)]
     ).drop_nulls("margin_group").unique().collect()
@@ -121,9 +116,8 @@ def test_a_margin_group_stays_in_one_partition(generated_book):
 
 def test_two_dask_workers_equal_single_process(generated_book, prefect_api, tmp_path):
     single = compute_margin(generated_book)
-    stored = compute_margin_to_files(generated_book, 2, tmp_path, on_dask(workers=2, processes=False))
-    assert stored.problems == []
-    assert_same_results(single, stored.collect())
+    stored = compute_day(generated_book, 2, tmp_path, on_dask(workers=2, processes=False))
+    assert_same_results(single, stored)
 
 
 def test_a_failed_save_can_be_retried_with_the_part_files(generated_book, tmp_path, monkeypatch):
@@ -133,7 +127,7 @@ def test_a_failed_save_can_be_retried_with_the_part_files(generated_book, tmp_pa
 
     results_dir = tmp_path / "warehouse.duckdb.results"
     with results_store.scratch_folder(results_dir, GENERATED_DATE, "run-1") as scratch:
-        stored = compute_margin_to_files(generated_book, 3, scratch)
+        stored = compute_day(generated_book, 3, scratch)
         real_fsync_dir = results_store._fsync_dir
         failures = iter([OSError(28, "No space left on device")])
 

@@ -288,8 +288,9 @@ def test_no_stress_table_no_stress_rows():
         assert results.tables[table].height == 0
 
 
-def test_stress_figures_do_not_depend_on_partitions(single, grouped):
-    from flows.partitioned import compute_margin_partitioned
+def test_stress_figures_do_not_depend_on_partitions(single, grouped, tmp_path):
+    from flows.partitioned import compute_day
+    from transforms.contract import RESULT_KEYS
 
     inputs = book(
         [("M1", "BTC-PERP", 1.0), ("M2", "BTC-0328", -1.0), ("S", "BTC-0328-50000-C", 1.0), ("S", "BTC-PERP", -1.0),
@@ -300,10 +301,11 @@ def test_stress_figures_do_not_depend_on_partitions(single, grouped):
         stress_scenarios=STRESSES,
     )
     whole = compute_margin(inputs)
-    for partitions in (2, 3):
-        parts = compute_margin_partitioned(inputs, partitions)
+    for partitions in (1, 2, 3):
+        day = compute_day(inputs, partitions, tmp_path / str(partitions))
         for table in ("stress_results", "stress_summary", "liquidation_distance"):
-            assert_frame_equal(parts.tables[table], whole.tables[table], check_exact=True)
+            by_files = pl.read_parquet(day.tables[table]).sort(RESULT_KEYS[table])
+            assert_frame_equal(by_files, whole.tables[table], check_exact=True)
 
 
 @pytest.mark.parametrize(("rows", "column"), [

@@ -2,7 +2,8 @@
 
 Functions take and return Polars frames (mostly LazyFrames; a few steps collect:
 ``summation.ordered_sums`` sorts and adds in data order, ``encoding`` builds code
-books, and ``pipeline.compute_margin`` collects each shared intermediate once).  None
+books, ``resolve`` collects the checked tables of a day or partition, and
+``pipeline.margin_partition`` collects each shared intermediate once).  None
 does I/O, touches Prefect or loops over rows, accounts or scenarios.  One module per
 concept:
 
@@ -16,5 +17,6 @@ concept:
 - ``groups``          — §7 margin groups margined as one book
 - ``summation``       — §8 sums in an order fixed by the data (bit-identical results)
 - ``contract``        — §2/§8 input schemas, result columns, keys, tables, reporting currency
-- ``pipeline``        — wires the above into the output tables of §8
+- ``resolve``         — §2/§3 a raw day resolved: shared tables once, each partition's rows
+- ``pipeline``        — wires the above into the output tables of §8 (``margin_partition``)
 """

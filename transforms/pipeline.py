@@ -1,8 +1,12 @@
-"""The whole methodology as one lazy plan: input tables in, SPEC §8 tables out.
+"""One way to compute a day: a resolved partition in, SPEC §8 tables out.
 
-``margin_plan`` composes the concept modules into LazyFrames; ``compute_margin``
-collects them together (common sub-plans run once) into a ``MarginResults``.
-No I/O happens here: the flow loads files and publishes the results.
+``transforms.resolve`` turns the raw tables into a ``ResolvedDay`` (checked, encoded);
+``margin_plan`` composes the concept modules into LazyFrames over it and
+``margin_partition`` collects them into a ``MarginResults``.  A day is one or more
+margin-group partitions (``flows.partitioned``), the whole book being one partition;
+``compute_margin(inputs)`` is the whole book as one partition in memory, with the shared
+tables' quarantine and counts (the worked books, tests, and callers computing a subset
+of accounts: see ``transforms.resolve``).  No I/O happens here.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from transforms import collateral as coll
 from transforms import contract
 from transforms.contract import INPUT_TABLES, METHODOLOGY_TABLES, RESULT_TABLES  # noqa: F401 (re-exported)
 from transforms import encoding
-from transforms import groups, netting, portfolio_margin, rule_margin, stress, summation, validation, valuation
+from transforms import groups, netting, portfolio_margin, rule_margin, stress, summation, valuation
 from transforms.account_health import account_health
+from transforms.resolve import MarginInputs, ResolvedDay, SharedDay, day_counts, resolve_day, resolve_shared  # noqa: F401
 
 POSITION_MARGIN_COLUMNS = contract.result_columns("position_margin")
 #: Columns of a valued position before the scan (``worst_scenario_loss`` needs the scan's worst scenario).
@@ -34,47 +39,25 @@ QUARANTINE_COLUMNS = contract.result_columns("quarantine")
 SORT_KEYS = contract.RESULT_KEYS
 #: SPEC §11 tables (empty when the day has no stress table).
 STRESS_TABLES = contract.STRESS_TABLES
-
-
-@dataclass(frozen=True)
-class MarginInputs:
-    """Typed input tables for one as-of date (structure already checked by the loader).
-
-    Daily tables are LazyFrames with exactly the SPEC §2 columns; methodology tables
-    are small, trusted, validated DataFrames.
-    """
-
-    as_of: dt.date
-    positions: pl.LazyFrame
-    prices: pl.LazyFrame
-    collateral: pl.LazyFrame
-    fx_rates: pl.LazyFrame
-    instruments: pl.LazyFrame
-    accounts: pl.LazyFrame
-    haircuts: pl.DataFrame
-    risk_params: pl.DataFrame
-    scenarios: pl.DataFrame
-    offsets: pl.DataFrame
-    maintenance_ratio: float = 0.75
-    vol_floor: float = 0.01
-    #: SPEC §11 stress table (trusted, validated), or None: no stress output.
-    stress_scenarios: pl.DataFrame | None = None
+#: Computed once for the day from every partition's breaches, never per partition.
+DAY_TABLES = ("stress_summary",)
+#: The tables each partition computes (``margin_partition``).
+PARTITION_TABLES = tuple(name for name in RESULT_TABLES if name not in DAY_TABLES)
 
 
 @dataclass
 class MarginResults:
     """Collected output tables of SPEC §8 (without as_of_date / run_id), row counts per
-    input table, and data-quality warnings."""
+    input table, and data-quality warnings: of one partition (``margin_partition``, no
+    day tables) or of a whole in-memory book (``compute_margin``)."""
 
     tables: dict[str, pl.DataFrame]
     counts: pl.DataFrame
     warnings: pl.DataFrame
     scenario_ids: list[int] = field(default_factory=list)
     #: Every below-mm counterparty × stress, ladder rungs included (``stress.stress_breaches``):
-    #: the day's ``stress_summary`` is computed from all partitions' rows together.
+    #: the day's ``stress_summary`` is computed from all partitions' rows together (``day_stress_summary``).
     stress_breaches: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=stress.STRESS_RESULTS_SCHEMA))
-    stress_ids: list[str] = field(default_factory=list)
-    ladder_moves: dict[str, float] = field(default_factory=dict)  # rung → price move
 
 
 #: Applied to every intermediate frame that several outputs share.
@@ -166,80 +149,36 @@ def _collateral_book(collateral_rows: pl.LazyFrame, fx: pl.LazyFrame, haircuts: 
     return valuation_rows, coll.collateral_value(valuation_rows, book_key)
 
 
-def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> dict[str, pl.LazyFrame]:
-    """Lazy plans for every output table, the per-table counts and the warnings.
+def margin_plan(resolved: ResolvedDay, materialize: Materialize = keep_lazy) -> dict[str, pl.LazyFrame]:
+    """Lazy plans for every output table of one resolved partition, and its warnings.
 
-    ``materialize`` is applied to each shared intermediate (checked inputs, market,
-    netted books, risk, account figures): ``keep_lazy`` gives one plan per output,
-    ``materialized`` (what ``compute_margin`` uses) collects each shared frame once.
+    ``materialize`` is applied to each shared intermediate (netted books, risk, account
+    figures): ``keep_lazy`` gives one plan per output, ``materialized`` (what
+    ``margin_partition`` uses) collects each shared frame once.
     """
-    as_of = inputs.as_of
-    scenario_ids = sorted(inputs.scenarios["scenario_id"].to_list())
-    haircuts = inputs.haircuts.lazy()
-    # Ids become dense integer codes (sorted order) for every join and group-by below;
-    # the outputs are decoded at the end, quarantine rows keep the raw strings.
-    coded, account_ids = encoding.encode_accounts(
-        {"positions": inputs.positions, "collateral": inputs.collateral, "accounts": inputs.accounts}
-    )
-    instrument_ids = encoding.sorted_ids(inputs.instruments, "instrument_id")
+    shared = resolved.shared
+    scenario_ids = shared.scenario_ids
+    haircuts = shared.haircuts.lazy()
+    fx = shared.fx.lazy()
+    account_ids, instrument_ids = resolved.account_ids, shared.instrument_ids
     account_code = pl.col(encoding.ACCOUNT_CODE).alias("account_id")
-    instrument_code = pl.col(encoding.INSTRUMENT_CODE).alias("instrument_id")
-
-    fx_checked = validation.check_fx_rates(inputs.fx_rates)
-    fx = materialize(validation.usable_fx(fx_checked))
-    instruments_checked = validation.check_instruments(inputs.instruments)
-    prices_checked = validation.check_prices(inputs.prices)
-    accounts_checked = materialize(validation.check_accounts(coded["accounts"]))
-    market = materialize(validation.instrument_market(
-        validation.usable_rows(instruments_checked),
-        validation.usable_rows(prices_checked),
-        fx,
-        inputs.risk_params.lazy(),
-        as_of,
-    ).join(encoding.code_table(instrument_ids, encoding.INSTRUMENT_CODE), on="instrument_id", how="left"))
-    positions_checked = materialize(
-        validation.check_positions(coded["positions"], market).select(
-            *validation.INPUT_COLUMNS["positions"], encoding.ACCOUNT_CODE, encoding.INSTRUMENT_CODE, "reason"
-        )
-    )
-    collateral_checked = materialize(validation.check_collateral(coded["collateral"], fx))
-
-    checked = {
-        "positions": positions_checked,
-        "prices": prices_checked,
-        "collateral": collateral_checked,
-        "fx_rates": fx_checked,
-        "instruments": instruments_checked,
-        "accounts": accounts_checked,
-    }
-    quarantine = pl.concat(
-        [validation.quarantine_rows(frame, table) for table, frame in checked.items()], how="vertical"
-    )
-    positions = materialize(
-        validation.usable_rows(positions_checked).select(account_code, instrument_code, "quantity")
-    )
-    collateral_rows = materialize(validation.usable_rows(collateral_checked).select(account_code, "asset", "amount"))
-    accounts = materialize(
-        validation.usable_rows(accounts_checked).select(account_code, "margin_group", "margin_mode", "lei")
-    )
-
-    instrument_values = materialize(valuation.value_instruments(market.filter(pl.col("hold_reason").is_null()), as_of).select(
-        instrument_code, "underlying", "kind", "expiry", "strike", "option_type", "multiplier", "price",
-        "implied_vol", "fx", "index_price", "index_fx", "price_scan", "vol_scan", "im_rate", "spread_rate",
-        "short_option_min_rate", "years", "delta", "gamma", "vega", "theta",
-    ))
+    checked = {table: frame.lazy() for table, frame in resolved.checked.items()}
+    positions = resolved.positions.lazy()
+    collateral_rows = resolved.collateral.lazy()
+    accounts = resolved.accounts.lazy()
+    instrument_values = shared.instrument_values.lazy()
     unit_losses = materialize(portfolio_margin.scenario_unit_losses(
         instrument_values.join(positions.select("instrument_id").unique(), on="instrument_id", how="semi"),
-        inputs.scenarios.lazy(),
+        shared.scenarios.lazy(),
         scenario_ids,
-        inputs.vol_floor,
+        shared.vol_floor,
     ))
 
     # Accounts.
     # Instrument values laid out by code (row i = instrument code i): positions gather them.
-    instruments_by_code = encoding.by_code(instrument_values.collect(), "instrument_id", instrument_ids.len())
+    instruments_by_code = encoding.by_code(shared.instrument_values, "instrument_id", instrument_ids.len())
     account_book = book_plan(
-        positions, instrument_values, instruments_by_code, unit_losses, scenario_ids, inputs.offsets, "account_id",
+        positions, instrument_values, instruments_by_code, unit_losses, scenario_ids, shared.offsets, "account_id",
         materialize, worst_scenario_losses=True,
     )
     collateral_valuation, account_collateral = _collateral_book(
@@ -250,7 +189,7 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
     membership = materialize(groups.group_membership(accounts))
     group_book = book_plan(
         groups.group_rows(positions, membership), instrument_values, instruments_by_code, unit_losses, scenario_ids,
-        inputs.offsets, "margin_group", materialize,
+        shared.offsets, "margin_group", materialize,
     )
     group_collateral_valuation, group_collateral = _collateral_book(
         groups.group_rows(collateral_rows, membership), fx, haircuts, "margin_group", materialize
@@ -289,47 +228,21 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         .join(incomplete_ids, on="account_id", how="left")
         .with_columns(pl.col(zero_filled).fill_null(0), pl.col("complete").fill_null(True))
     )
-    account_margin_core = materialize(account_health(account_figures, inputs.maintenance_ratio))
-    group_margin = groups.group_margin(membership, group_figures, account_margin_core, inputs.maintenance_ratio)
+    account_margin_core = materialize(account_health(account_figures, shared.maintenance_ratio))
+    group_margin = groups.group_margin(membership, group_figures, account_margin_core, shared.maintenance_ratio)
     account_margin = account_margin_core.join(
         group_margin.select("margin_group", pl.col("status").alias("group_status")), on="margin_group", how="left"
     ).with_columns(pl.coalesce("group_status", "status").alias("binding_status"))
 
-    counts = pl.concat(
-        [
-            pl.concat(
-                [
-                    frame.select(
-                        pl.lit(table).alias("table"),
-                        pl.len().cast(pl.Int64).alias("read"),
-                        pl.col("reason").is_null().sum().cast(pl.Int64).alias("used"),
-                        pl.col("reason").is_not_null().sum().cast(pl.Int64).alias("quarantined"),
-                    )
-                    for table, frame in checked.items()
-                ]
-            ),
-            pl.LazyFrame(
-                {
-                    "table": list(METHODOLOGY_TABLES),
-                    "read": [getattr(inputs, t).height for t in METHODOLOGY_TABLES],
-                    "used": [getattr(inputs, t).height for t in METHODOLOGY_TABLES],
-                    "quarantined": [0] * len(METHODOLOGY_TABLES),
-                },
-                schema={"table": pl.String, "read": pl.Int64, "used": pl.Int64, "quarantined": pl.Int64},
-            ),
-        ]
-    )
-
     stress_plans = stress_plan(
-        inputs, instrument_values, instrument_ids, validation.usable_rows(instruments_checked), membership,
-        account_book.positions, group_book.positions, collateral_valuation, group_collateral_valuation,
-        account_margin_core, group_margin, account_ids, materialize,
+        shared, membership, account_book.positions, group_book.positions, collateral_valuation,
+        group_collateral_valuation, account_margin_core, group_margin, account_ids, materialize,
     )
 
     # Sorted by each table's key on the codes (the same order as the ids), then decoded.
     account_id = encoding.decode(account_ids, "account_id")
     warnings = data_quality_warnings(
-        account_margin_core, accounts_checked.with_columns(account_code), account_book.positions, collateral_valuation
+        account_margin_core, checked["accounts"].with_columns(account_code), account_book.positions, collateral_valuation
     )
     return {
         # Already in (account, instrument) order (netting's order).
@@ -343,18 +256,14 @@ def margin_plan(inputs: MarginInputs, materialize: Materialize = keep_lazy) -> d
         "account_margin": account_margin.select(ACCOUNT_MARGIN_COLUMNS).sort(SORT_KEYS["account_margin"])
         .with_columns(account_id),
         "group_margin": group_margin.select(GROUP_MARGIN_COLUMNS).sort(SORT_KEYS["group_margin"]),
-        "quarantine": quarantine.select(QUARANTINE_COLUMNS).sort(SORT_KEYS["quarantine"]),
+        "quarantine": resolved.quarantine.lazy().select(QUARANTINE_COLUMNS),
         **stress_plans,
-        "counts": counts,
         "warnings": warnings.sort("code", "account_id", nulls_last=True).with_columns(account_id),
     }
 
 
 def stress_plan(
-    inputs: MarginInputs,
-    instrument_values: pl.LazyFrame,
-    instrument_ids: pl.Series,
-    valid_instruments: pl.LazyFrame,
+    shared: SharedDay,
     membership: pl.LazyFrame,
     account_positions: pl.LazyFrame,
     group_positions: pl.LazyFrame,
@@ -372,7 +281,7 @@ def stress_plan(
     (account, instrument) order, codes) and margin groups (their netted book, pooled
     collateral, ``group_equity`` and ``group_mm``).  Empty frames without a stress table.
     """
-    table = inputs.stress_scenarios
+    table = shared.stress_scenarios
     if table is None:
         return {
             "stress_breaches": pl.LazyFrame(schema=stress.STRESS_RESULTS_SCHEMA),
@@ -383,16 +292,16 @@ def stress_plan(
     count = len(ids)
     rungs = stress.ladder_rungs(table)
     # Moves of every underlying of a valid instrument; instruments revalued once per stress.
-    moves = materialize(stress.stress_moves(table, valid_instruments.select("underlying")))
+    moves = materialize(stress.stress_moves(table, shared.valid_underlyings.lazy()))
     unit_pnl = stress.wide_by_stress(
-        stress.stress_unit_pnl(instrument_values, moves, inputs.vol_floor), "instrument_id", "pnl_unit", ids,
-        stress.pnl_column,
+        stress.stress_unit_pnl(shared.instrument_values.lazy(), moves, shared.vol_floor), "instrument_id", "pnl_unit",
+        ids, stress.pnl_column,
     )
-    pnl_by_code = encoding.by_code(unit_pnl.collect(), "instrument_id", instrument_ids.len())
+    pnl_by_code = encoding.by_code(unit_pnl.collect(), "instrument_id", shared.instrument_ids.len())
     asset_moves = stress.wide_by_stress(
         moves.rename({"underlying": "asset"}), "asset", "price_move", ids, stress.move_column
     )
-    haircuts = inputs.haircuts.lazy()
+    haircuts = shared.haircuts.lazy()
 
     def book(figures, positions, collateral, book_key, book_type, book_id):
         pnl = stress.position_pnl(positions, pnl_by_code, count, book_key)
@@ -413,7 +322,7 @@ def stress_plan(
     )
     group_figures = group_margin.select(
         "margin_group", pl.col("group_equity").alias("equity"),
-        (pl.col("group_im") * inputs.maintenance_ratio).alias("mm"),
+        (pl.col("group_im") * shared.maintenance_ratio).alias("mm"),
     )
     # Group books come out of book_plan in (group, instrument) order too.
     group_books = book(
@@ -462,32 +371,52 @@ def data_quality_warnings(
     return pl.concat([missing, quarantined, both])
 
 
-def compute_margin(inputs: MarginInputs, materialize: Materialize = materialized) -> MarginResults:
-    """Collect every output of ``margin_plan`` in one pass (each sorted by its table's key).
+def margin_partition(resolved: ResolvedDay, materialize: Materialize = materialized) -> MarginResults:
+    """Every partition table of one resolved partition (each sorted by its table's key), its
+    counts (positions, collateral, accounts), warnings and stress breaches.  The quarantine
+    holds the partition's own rows; the shared tables' rows and counts are the
+    ``SharedDay``'s; the day tables (``stress_summary``) come from ``day_stress_summary``.
 
     ``materialize`` collects each shared intermediate (``materialized``; the benchmark's
     stage profile passes one that also times it)."""
-    plan = margin_plan(inputs, materialize=materialize)
+    plan = margin_plan(resolved, materialize=materialize)
     # The final step of the big tables is sorts and gathers over collected frames, where the
     # in-memory engine is faster; the shared intermediates (group-bys and joins) were
     # collected by the streaming engine, and so are the small tables filtered out of them
     # (timings: docs/performance.md, "Engine choices").
-    filtered = ["quarantine", "counts", "warnings", "stress_breaches"]
+    filtered = ["quarantine", "warnings", "stress_breaches"]
     gathered = [name for name in plan if name not in filtered]
     frames = dict(zip(gathered, pl.collect_all([plan[n] for n in gathered], engine="in-memory")))
     frames.update(zip(filtered, pl.collect_all([plan[n] for n in filtered], engine="streaming")))
-    stresses = inputs.stress_scenarios
-    ids = stress.stress_ids(stresses) if stresses is not None else []
-    rung_moves = stress.ladder_moves(stresses) if stresses is not None else {}
-    # The whole book is one partition here: its breaches are all the day's.
-    frames["stress_summary"] = stress.stress_summary(frames["stress_breaches"], ids, rung_moves)
-    tables = {name: frames[name] for name in RESULT_TABLES}
     return MarginResults(
-        tables=tables,
-        counts=frames["counts"],
+        tables={name: frames[name] for name in PARTITION_TABLES},
+        counts=resolved.counts,
         warnings=frames["warnings"],
-        scenario_ids=sorted(inputs.scenarios["scenario_id"].to_list()),
+        scenario_ids=resolved.shared.scenario_ids,
         stress_breaches=frames["stress_breaches"],
-        stress_ids=ids,
-        ladder_moves=rung_moves,
+    )
+
+
+def day_stress_summary(shared: SharedDay, part_breaches: list[pl.DataFrame]) -> pl.DataFrame:
+    """The day's ``stress_summary`` (SPEC §11), computed once over every partition's breaches
+    (in key order, so the sums do not depend on the partitioning: SPEC §8)."""
+    table = shared.stress_scenarios
+    if table is None:
+        return stress.stress_summary(pl.DataFrame(schema=stress.STRESS_RESULTS_SCHEMA), [], {})
+    breaches = pl.concat(part_breaches, how="vertical_relaxed").sort(stress.SORT_KEYS["stress_results"])
+    return stress.stress_summary(breaches, stress.stress_ids(table), stress.ladder_moves(table))
+
+
+def compute_margin(inputs: MarginInputs, materialize: Materialize = materialized) -> MarginResults:
+    """The whole book of ``inputs`` as one partition, in memory, with the shared tables'
+    quarantine rows, the day's counts and the day tables: what ``margin run`` publishes
+    for these inputs (``flows.partitioned.compute_day`` does the same by files)."""
+    shared = resolve_shared(inputs)
+    results = margin_partition(resolve_day(inputs, shared), materialize)
+    tables = dict(results.tables)
+    tables["quarantine"] = pl.concat([results.tables["quarantine"], shared.quarantine]).sort(SORT_KEYS["quarantine"])
+    tables["stress_summary"] = day_stress_summary(shared, [results.stress_breaches])
+    return MarginResults(
+        tables={name: tables[name] for name in RESULT_TABLES}, counts=day_counts(shared, [results.counts]),
+        warnings=results.warnings, scenario_ids=results.scenario_ids, stress_breaches=results.stress_breaches,
     )
