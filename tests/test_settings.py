@@ -18,3 +18,19 @@ def test_prefect_home_is_created_when_the_data_dir_does_not_exist_yet(tmp_path):
                          check=True)
     assert out.stdout.strip() == str(data_dir / ".prefect")
     assert (data_dir / ".prefect").is_dir()
+
+
+def test_only_settings_reads_the_environment():
+    """Issue 11: partitions, the Dask address, the lock timeout and the orchestration mode
+    travel as parameters; ``os.environ`` / ``os.getenv`` appear in flows/settings.py only."""
+    import re
+
+    readers = []
+    for folder in ("flows", "transforms", "market", "outputs"):
+        for path in sorted((PROJECT_ROOT / folder).rglob("*.py")):
+            if path.relative_to(PROJECT_ROOT).as_posix() == "flows/settings.py":
+                continue
+            code = "\n".join(line.split("#")[0] for line in path.read_text().splitlines())
+            if re.search(r"\bos\.(environ|getenv|putenv)\b|\bfrom os import .*\b(environ|getenv)\b", code):
+                readers.append(path.relative_to(PROJECT_ROOT).as_posix())
+    assert readers == []
