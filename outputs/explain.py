@@ -67,7 +67,7 @@ def _check_date(con: duckdb.DuckDBPyConnection, as_of: dt.date, db: Path) -> lis
         raise ExplainError(
             f"{as_of} is not published in {db}; nearest published dates: "
             + ", ".join(d.isoformat() for d in sorted(nearest))
-            + f" ({len(dates)} dates from {dates[0]} to {dates[-1]})"
+            + (f" ({len(dates)} dates from {dates[0]} to {dates[-1]})" if len(dates) > 1 else " (the only one)")
         )
     return dates
 
@@ -320,6 +320,41 @@ def _change(con, as_of: dt.date, account_id: str, margin_mode: str | None) -> di
     return change
 
 
+GROUP_FIGURES = ("group_im", "group_equity", "group_excess", "sum_member_im", "aggregation_benefit")
+
+
+def _group_change(con, as_of: dt.date, margin_group: str) -> dict | None:
+    """The group's ``group_margin`` row against the previous published date's, and its
+    members' ``im``, equity and status on both dates, largest ``im`` move first (the
+    members that drove the change; each member's own drivers: ``margin explain --account``).
+    None when no earlier date is published."""
+    prev = con.sql("SELECT max(as_of_date) FROM group_margin WHERE as_of_date < $1", params=[as_of]).fetchall()[0][0]
+    if prev is None:
+        return None
+    rows = {r["as_of_date"]: r for r in _rows(
+        con, "SELECT * FROM group_margin WHERE as_of_date IN ($1, $2) AND margin_group = $3", [as_of, prev, margin_group])}
+    today, before = rows.get(as_of, {}), rows.get(prev, {})
+    change = {"as_of_date": as_of, "prev_date": prev, "status": today.get("status"), "prev_status": before.get("status"),
+              "new_today": not before}
+    for figure in GROUP_FIGURES:
+        now, then = today.get(figure), before.get(figure)
+        change.update({figure: now, f"prev_{figure}": then, f"{figure}_change": (now or 0.0) - (then or 0.0)})
+    change["members_moved"] = _rows(
+        con,
+        """
+        WITH t AS (SELECT * FROM account_margin WHERE as_of_date = $1 AND margin_group = $3),
+             y AS (SELECT * FROM account_margin WHERE as_of_date = $2 AND margin_group = $3)
+        SELECT coalesce(t.account_id, y.account_id) AS account_id, y.status AS prev_status, t.status,
+               coalesce(y.im, 0) AS prev_im, coalesce(t.im, 0) AS im, coalesce(t.im, 0) - coalesce(y.im, 0) AS im_change,
+               coalesce(t.equity, 0) - coalesce(y.equity, 0) AS equity_change
+        FROM t FULL OUTER JOIN y ON t.account_id = y.account_id
+        ORDER BY abs(im_change) DESC, abs(equity_change) DESC, account_id
+        """,
+        [as_of, prev, margin_group],
+    )
+    return change
+
+
 def explain_account(db: Path, as_of: dt.date, account_id: str, inputs_root: Path | None = None) -> dict:
     """The whole derivation of one account's ``account_margin`` row (SPEC §13), as one JSON-able dict."""
     with open_warehouse(db, read_only=True) as con:
@@ -413,6 +448,7 @@ def explain_group(db: Path, as_of: dt.date, margin_group: str, inputs_root: Path
         run = _run_record(con, group["run_id"])
         member_ids = members["account_id"].to_list()
         quarantined = _quarantined(con, as_of, member_ids) if member_ids else []
+        change = _group_change(con, as_of, margin_group)
 
     loaded, inputs_info = _inputs_for(run, inputs_root, as_of, member_ids)
     inputs = loaded.margin_inputs
@@ -429,6 +465,11 @@ def explain_group(db: Path, as_of: dt.date, margin_group: str, inputs_root: Path
         kind="group",
         as_of_date=as_of.isoformat(),
         run_id=group["run_id"],
+        margin_mode="portfolio",
+        # The pooled book's rule margins, recomputed (no table publishes them), beside group_im.
+        gross_im=figures.get("gross_im"),
+        net_im=figures.get("net_im"),
+        portfolio_im=group["group_im"],
         im=group["group_im"],
         mm=group_mm,
         equity=group["group_equity"],
@@ -439,6 +480,8 @@ def explain_group(db: Path, as_of: dt.date, margin_group: str, inputs_root: Path
         position_value_usd=figures.get("position_value_usd"),
         im_rule="a margin group is margined as one book in portfolio mode: group_im = Σ R_u of the pooled book",
         status_rule=status_rule(group["status"], group["group_equity"], group["group_im"], group_mm, position_count),
+        binding_status=group["status"],
+        binding_status_rule="a margin group's status is the binding_status of each of its members",
         scenario_ids=sorted(inputs.scenarios["scenario_id"].to_list()),
         inputs=inputs_info,
         members=members.to_dicts(),
@@ -448,6 +491,7 @@ def explain_group(db: Path, as_of: dt.date, margin_group: str, inputs_root: Path
         underlyings=_underlyings(book["underlying_risk"], book["position_margin"], instruments, params, "account_id"),
         offsets=_offsets(book["underlying_risk"], params, inputs.offsets, "account_id"),
         collateral=_collateral(book["collateral_valuation"], inputs.haircuts, "account_id"),
+        change=change,
     )
     return document
 

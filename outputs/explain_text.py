@@ -19,6 +19,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 MARK = "◀"
+#: Members listed in a group's "what changed" (largest im moves first).
+TOP_MEMBERS = 10
 
 
 def usd(value) -> str:
@@ -233,9 +235,34 @@ def _members(console: Console, doc: dict) -> None:
     console.print(out)
 
 
+def _group_change(console: Console, doc: dict) -> None:
+    change = doc.get("change")
+    heading(console, "What changed since the previous published date (group_margin, members' account_margin)")
+    if not change:
+        console.print("no earlier date is published")
+        return
+    console.print(f"{change['prev_date']} → {change['as_of_date']}: status {change['prev_status'] or '—'} → "
+                  f"{change['status'] or '—'}" + (" (the group is new today)" if change["new_today"] else ""))
+    out = table("measure:l", "before USD", "now USD", "change USD")
+    for figure in ("group_im", "sum_member_im", "aggregation_benefit", "group_equity", "group_excess"):
+        out.add_row(figure, usd(change[f"prev_{figure}"]), usd(change[figure]), usd(change[f"{figure}_change"]))
+    console.print(out)
+    moved = [m for m in change["members_moved"] if m["im_change"] or m["equity_change"] or m["status"] != m["prev_status"]]
+    if moved:
+        console.print(Text("members that moved most (by Δ im; each member's drivers: margin explain --account)",
+                           style="italic"))
+        out = table("account:l", "status before:l", "status now:l", "im before USD", "im now USD", "Δ im USD",
+                    "Δ equity USD")
+        for m in moved[:TOP_MEMBERS]:
+            out.add_row(m["account_id"], m["prev_status"] or "—", m["status"] or "—", usd(m["prev_im"]), usd(m["im"]),
+                        usd(m["im_change"]), usd(m["equity_change"]))
+        console.print(out)
+
+
 def _change(console: Console, doc: dict) -> None:
     change = doc.get("change")
     if doc["kind"] != "account":
+        _group_change(console, doc)
         return
     heading(console, "What changed since the previous published date (v_account_change)")
     if not change:

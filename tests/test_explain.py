@@ -136,6 +136,17 @@ def test_every_group_explained_equals_the_published_group_margin(published):
         for column in GROUP_MARGIN_COLUMNS:
             if doc[column] != group[column]:
                 problems.append(f"{who} {column}")
+        # SPEC §13's keys, the group's id in margin_group: a group is one book in portfolio mode whose status binds
+        for key in ("margin_group", "as_of_date", "margin_mode", "gross_im", "net_im", "portfolio_im", "im", "mm", "equity",
+                    "excess", "status", "binding_status", "underlyings", "collateral"):
+            if key not in doc:
+                problems.append(f"{who}: key {key} missing")
+        if (doc["margin_mode"], doc["portfolio_im"], doc["im"], doc["binding_status"]) != (
+                "portfolio", group["group_im"], group["group_im"], group["status"]):
+            problems.append(f"{who}: mode, portfolio_im, im or binding_status")
+        if not doc["gross_im"] >= doc["net_im"] >= 0:  # the pooled book's rule margins: netting cannot add margin
+            problems.append(f"{who}: gross_im {doc['gross_im']} < net_im {doc['net_im']}")
+        assert doc["change"] is None  # one published date
         members = sorted(a["account_id"] for a in tables["account_margin"] if a["margin_group"] == group["margin_group"])
         assert [m["account_id"] for m in doc["members"]] == members
         # The group's book recomputed from the inputs by the run's transforms gives the published figures.
@@ -226,3 +237,20 @@ def test_change_since_the_previous_date_is_v_account_change_for_the_account(tmp_
             assert close(got, value), (account_id, column, got, value)
         moved += any(p["net_qty"] != p["prev_net_qty"] for p in change["positions_moved"])
     assert moved > 0
+    # A group: its group_margin rows of both dates, and its members' im moves that add up to sum_member_im's.
+    con = duckdb.connect(str(db), read_only=True)
+    groups = {(r["margin_group"], r["as_of_date"]): r for r in con.sql("SELECT * FROM group_margin").pl().to_dicts()}
+    con.close()
+    for group in sorted({g for g, _ in groups}):
+        change = json_document(explain_group(db, second, group))["change"]
+        today, before = groups[(group, second)], groups[(group, first)]
+        assert (change["prev_date"], change["prev_status"], change["status"]) == (
+            first.isoformat(), before["status"], today["status"])
+        for figure in ("group_im", "group_equity", "group_excess", "sum_member_im", "aggregation_benefit"):
+            assert change[f"prev_{figure}"] == before[figure] and change[figure] == today[figure]
+            assert close(change[f"{figure}_change"], today[figure] - before[figure])
+        members = change["members_moved"]
+        assert close(sum(m["im_change"] for m in members), today["sum_member_im"] - before["sum_member_im"])
+        assert [abs(m["im_change"]) for m in members] == sorted((abs(m["im_change"]) for m in members), reverse=True)
+    assert margin_cli("explain", "--date", str(second), "--group", group, "--db", str(db)).stdout.count(
+        "members that moved most") == 1
