@@ -26,13 +26,13 @@ TOP_MEMBERS = 10
 def usd(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    return f"{value:,.2f}"
+    return "0.00" if abs(value) < 0.005 else f"{value:,.2f}"  # no "-0.00"
 
 
 def qty(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.2f}"
+    return f"{value + 0.0:,.6g}" if abs(value) < 1e6 else f"{value:,.2f}"  # + 0.0: no "-0"
 
 
 def ratio(value) -> str:
