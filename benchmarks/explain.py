@@ -14,7 +14,8 @@ variants, alternating (without, with, without, with …):
   not checked.
 
 The medians of compute, check and total (end to end) are reported with the ratio with /
-without.  Then ``margin explain`` is timed as a command on the warehouse the last ``with``
+without, and the two steps' own seconds inside the ``with`` runs (``step_*``) with their
+share of the run without them (the save and publish of the extra column come on top).  Then ``margin explain`` is timed as a command on the warehouse the last ``with``
 run published (and the same inputs), from process start to exit: a portfolio-mode
 account holding the most underlyings, a margin-group member, and ``--group`` of that
 member's group, ``--repeat`` times each (at least 3).
@@ -42,13 +43,35 @@ def child(variant: str, inputs: Path, db: Path) -> None:
     from benchmarks.measure import measure_eod
     from transforms import identities, portfolio_margin
 
+    steps = {"worst_scenario_loss": 0.0, "identity": 0.0}
     if variant == "without":
         def no_worst_scenario_loss(positions, scan, unit_losses, scenario_ids, book_key):
             return positions.with_columns(pl.lit(None, dtype=pl.Float64).alias("worst_scenario_loss"))
 
         portfolio_margin.worst_scenario_loss = no_worst_scenario_loss
         identities.worst_loss_violations = lambda positions, underlying_risk, in_key_order: []
-    print(json.dumps(measure_eod(inputs, AS_OF, db)))
+    else:
+        # The two steps timed where they run: the run materialises the column's frame at once
+        # (collected here instead, the same work) and checks the identity on eager frames.
+        with_column, identity = portfolio_margin.worst_scenario_loss, identities.worst_loss_violations
+
+        def timed_worst_scenario_loss(positions, scan, unit_losses, scenario_ids, book_key):
+            started = time.perf_counter()
+            frame = with_column(positions, scan, unit_losses, scenario_ids, book_key).collect()
+            steps["worst_scenario_loss"] += time.perf_counter() - started
+            return frame.lazy()
+
+        def timed_identity(positions, underlying_risk, in_key_order):
+            started = time.perf_counter()
+            problems = identity(positions, underlying_risk, in_key_order)
+            steps["identity"] += time.perf_counter() - started
+            return problems
+
+        portfolio_margin.worst_scenario_loss = timed_worst_scenario_loss
+        identities.worst_loss_violations = timed_identity
+    result = measure_eod(inputs, AS_OF, db)
+    result["step_seconds"] = {name: round(value, 4) for name, value in steps.items()}
+    print(json.dumps(result))
 
 
 def run_variant(variant: str, inputs: Path, db: Path, log: Path) -> dict:
@@ -114,6 +137,13 @@ def measure(rows: int, repeat: int) -> dict:
         without, with_ = statistics.median(values["without"]), statistics.median(values["with"])
         result[stage] = {"without": without, "with": with_, "ratio": round(with_ / without, 3) if without else None,
                          "all_without": values["without"], "all_with": values["with"]}
+    for step in ("worst_scenario_loss", "identity"):
+        values = [r["step_seconds"][step] for r in runs["with"]]
+        result[f"step_{step}"] = {"median": statistics.median(values), "all": values}
+    # The column's own cost (its step and its identity, timed inside the ``with`` runs) as a
+    # share of the run without it: steadier on a shared machine than the ratio of two totals.
+    step_total = result["step_worst_scenario_loss"]["median"] + result["step_identity"]["median"]
+    result["step_share_of_total_without"] = round(step_total / result["total"]["without"], 4)
     say("margin explain …")
     result["explain"] = time_explain(workdir / "with" / "warehouse.duckdb", inputs, max(repeat, 3))
     return result
