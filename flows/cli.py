@@ -292,12 +292,14 @@ def generate(
              "(Deribit-style, extended upward moves and vol shocks); replaces the root's grid.")] = None,
 ) -> None:
     """Write synthetic inputs for one or more days (and the reference tables if absent)."""
-    from market.generate import generate_book, generate_day, install_scenario_grid
-    from market.reference_defaults import SCENARIO_GRIDS
+    from flows.progress import say
 
     as_of = parse_date(date)
     if days < 1 or accounts < 1:
         fail("--days and --accounts must be at least 1")
+    say(f"generating {days} day(s) × {accounts:,} accounts from {as_of} under {out} …")
+    from market.generate import generate_book, generate_day, install_scenario_grid
+    from market.reference_defaults import SCENARIO_GRIDS
     try:
         if scenarios is not None:
             if scenarios not in SCENARIO_GRIDS:
@@ -356,14 +358,16 @@ def run(
     lock_timeout = check_lock_timeout(lock_timeout)
     partitions, dask_address = check_partitions(partitions), check_dask_address(dask_address)
     problem = input_date_problem(inputs, as_of)
-    if problem:  # before any Prefect start; the attempt still reaches `runs` (SPEC §8), directly
-        from flows import eod
+    if problem:  # said at once, before any Prefect start; the attempt still reaches `runs` (SPEC §8), directly
+        typer.echo(f"margin: error: {problem}", err=True)
+        from flows import eod, progress
 
+        progress.QUIET = True  # the one line above is the whole story
         try:
             eod.run_end_of_day(as_of, inputs, db, strict, use_tasks=False, lock_timeout=lock_timeout)
         except eod.RunFailed:
             pass
-        fail(problem)
+        raise typer.Exit(1)
     say(f"margin run {as_of}: {Path(inputs) / f'date={as_of.isoformat()}'} → {db}")
     choice = orchestrate(orchestration)
     from flows import eod
@@ -451,11 +455,14 @@ def publish(
     """Load a date's saved results (written by a run whose warehouse load could not
     happen, e.g. a locked file) into the warehouse, atomically.  No recomputation: the
     Parquet saved beside the warehouse (`<db>.results/date=D/`) is published as is."""
-    from flows import results_store, run_lock, warehouse
-    from flows.settings import results_dir_for
+    from flows.progress import say
 
     as_of = parse_date(date)
     timeout = lock_timeout = check_lock_timeout(lock_timeout)
+    say(f"publishing the saved results of {as_of} into {db} …")
+    from flows import results_store, run_lock, warehouse
+    from flows.settings import results_dir_for
+
     try:
         with run_lock.hold_run_lock(db, timeout=timeout):  # SPEC §8: no run saves or publishes meanwhile
             tables, record = results_store.load_results(results_dir_for(db), as_of)
@@ -504,11 +511,13 @@ def whatif(
 
     A spot or option trade moves cash (a USD collateral row at the trade price, else the
     mark); a trade row that fails validation is listed with its reason and not applied."""
-    from flows.loading import StructuralError
-    from flows.whatif import render, what_if
+    from flows.progress import say
 
     if format not in ("table", "json"):
         fail(f"--format {format!r}: use table or json")
+    say(f"what-if on {parse_date(date)}: margining {trades} against the date's inputs under {inputs} …")
+    from flows.loading import StructuralError
+    from flows.whatif import render, what_if
     try:
         result = what_if(inputs, parse_date(date), trades)
     except StructuralError as error:
@@ -564,11 +573,14 @@ def report(
         "--account", help="Write only this account's page (default file: account_A_D.html for account A on date D).")] = None,
 ) -> None:
     """Write the risk desk's daily report for one date: one self-contained HTML page (charts embedded as SVG, no network needed) with IM by mode, accounts by status, top deficits, netting and aggregation benefit, risk by underlying and the day-over-day change; every account in its tables links to its page (written into accounts/ beside the report: the `margin explain` derivation with charts of the scenario losses and the collateral tiers)."""
+    from flows.progress import say
+
+    as_of = parse_date(date)
+    say(f"report of {as_of} from {db} …")
     from outputs.explain import ExplainError
     from flows.warehouse import NotAWarehouse
     from outputs.report import ReportError, write_report
 
-    as_of = parse_date(date)
     try:
         if account is not None:
             from outputs.account_page import account_file_name, write_account_page
@@ -639,12 +651,11 @@ def export(
 
     csv / parquet write account_margin and collateral_valuation for the date with a row_hash per row, plus a manifest with row counts and SHA-256 checksums.
     """
-    from flows.warehouse import NotAWarehouse
-    from outputs.exports import ExportError, export_files
     from flows.progress import say
 
     as_of = parse_date(date)
     say(f"exporting {as_of} as {format} → {out} …")
+    from flows.warehouse import NotAWarehouse
     from outputs.exports import ExportError, export_files
 
     moment = None
