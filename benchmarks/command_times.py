@@ -162,7 +162,7 @@ def write_trades(path: Path) -> None:
     path.write_text("account_id,instrument_id,quantity\nACC000972,BTC-PERP,-1\n", encoding="utf-8")
 
 
-def measure(rounds: int, work: Path) -> tuple[list[Case], list[Case]]:
+def measure(rounds: int, work: Path, port: int) -> tuple[list[Case], list[Case]]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     write_trades(work / "trades.csv")
@@ -187,7 +187,7 @@ def measure(rounds: int, work: Path) -> tuple[list[Case], list[Case]]:
                       f"{timing.first_text}", file=sys.stderr)
             case.timings.append(timing)
         print(f"round {round_ + 1}: commands done", file=sys.stderr)
-    server = [Case("server", "margin server start", ["server", "start"], "total", float("inf")),
+    server = [Case("server", "margin server start", ["server", "start", "--port", str(port)], "total", float("inf")),
               Case("server", "margin run --date D against the server (≤ 6 s)",
                    ["run", "--date", DEMO_LAST, "--no-summary"], "total", 6.0),
               Case("server", "margin server stop", ["server", "stop"], "total", float("inf"))]
@@ -221,11 +221,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="measurements per command (median shown)")
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "data" / "bench" / "command_times")
+    parser.add_argument("--port", type=int, default=4200, help="loopback port of `margin server start`")
     options = parser.parse_args()
     if not MARGIN.exists():
         sys.exit(f"{MARGIN} is missing: run `uv sync --locked` first")
     load = os.getloadavg()
-    measured, server = measure(options.rounds, options.workdir)
+    measured, server = measure(options.rounds, options.workdir, options.port)
     print(f"Load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; after: "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f"; {os.cpu_count()} cores; rounds: {options.rounds}\n")
     print("| group | command | until | median s | slowest s | target s | median vs target | exit s (median) "

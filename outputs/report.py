@@ -14,13 +14,13 @@ import math
 import os
 from pathlib import Path
 
-import altair as alt
 import polars as pl
-import vl_convert
 
 from flows.settings import SQL_DIR
 from flows.warehouse import open_warehouse
-from outputs.account_page import ACCOUNT_COLUMNS, ACCOUNT_FOLDER, account_href, linked_accounts, write_account_pages
+
+# Altair, vl-convert and the account pages are imported where they are used: `margin
+# report` for a date without results answers before loading them (they take seconds).
 
 REPORT_QUERIES = (
     "headline", "im_by_mode", "accounts_by_status", "top_deficits", "netting_by_group",
@@ -55,6 +55,8 @@ class ReportError(RuntimeError):
 
 def status_colour(field: str):
     """Colour encoding of a margin status column with the desk's fixed status colours."""
+    import altair as alt
+
     return alt.Color(f"{field}:N", scale=alt.Scale(domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values())))
 
 
@@ -72,6 +74,8 @@ def report_data(db: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
 
 def svg(chart: alt.TopLevelMixin) -> str:
     """An Altair chart as an inline SVG element (rendered offline by vl-convert)."""
+    import vl_convert
+
     text = vl_convert.vegalite_to_svg(chart.to_json())
     return text[text.index("<svg"):]
 
@@ -85,6 +89,8 @@ def _usd(value) -> str:
 def _cell(value, column: str) -> str:
     if value is None:
         return "–"
+    from outputs.account_page import ACCOUNT_COLUMNS, account_href
+
     if column in ACCOUNT_COLUMNS:  # each account links to its page (outputs.account_page)
         return f'<a href="{html.escape(account_href(str(value)))}">{html.escape(str(value))}</a>'
     if isinstance(value, bool):
@@ -128,6 +134,8 @@ def _long(frame: pl.DataFrame, key: str, columns: list[str], name: str = "figure
 
 def charts(data: dict[str, pl.DataFrame]) -> dict[str, str]:
     """Inline SVG per report section (empty string when the section has no data)."""
+    import altair as alt
+
     out: dict[str, str] = {}
     modes = data["im_by_mode"]
     if modes.height:
@@ -378,6 +386,8 @@ def write_report(db: Path, as_of: dt.date, out: Path) -> Path:
     page = render_html(as_of, data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from outputs.account_page import ACCOUNT_FOLDER, linked_accounts, write_account_pages
+
     write_account_pages(Path(db), as_of, linked_accounts(data), out.parent / ACCOUNT_FOLDER)
     temporary = out.with_name(out.name + ".partial")
     temporary.write_text(page, encoding="utf-8")

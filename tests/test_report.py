@@ -207,3 +207,16 @@ def test_negative_aggregation_benefit_is_explained_where_it_appears(warehouse):
     text = render_html(DAY, {**data, "negative_aggregation": negative})
     assert "<b>Negative aggregation benefit</b> (1 group)" in text
     assert "GRP0011: members (isolated) 2,110, group 4,653, the portfolio method on each member alone 4,653" in text
+
+
+def test_report_goes_under_the_data_folder_by_default(warehouse, tmp_path):
+    """Without --out the report is data/reports/margin_report_D.html of the data folder
+    (MARGIN_DATA_DIR), not a file in the current folder; its first line says what it does."""
+    data = tmp_path / "data"
+    result = margin_cli("report", "--date", DAY.isoformat(), "--db", str(warehouse),
+                        env={"MARGIN_DATA_DIR": str(data), "MARGIN_QUIET": "0"})
+    assert result.returncode == 0, result.stderr
+    expected = data / "reports" / f"margin_report_{DAY.isoformat()}.html"
+    assert result.stdout.strip() == str(expected) and expected.is_file()
+    assert (expected.parent / "accounts").is_dir()
+    assert result.stderr.splitlines()[0] == f"report of {DAY} from {warehouse} …"
