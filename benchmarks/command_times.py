@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import pty
+import re
 import select
 import shutil
 import statistics
@@ -38,6 +39,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MARGIN = PROJECT_ROOT / ".venv" / "bin" / "margin"
 DEMO_FIRST, DEMO_DAYS = "2026-11-16", 3
 DEMO_LAST = "2026-11-18"
+TERMINAL_CODES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves of rich
 
 
 @dataclass
@@ -85,7 +87,7 @@ def run_on_terminal(args: list[str], env: dict[str, str], timeout: float = 300) 
             if not chunk:
                 break
             buffer += chunk
-            lines = [line for line in buffer.split(b"\n")[:-1] if line.strip()]
+            lines = [line for line in TERMINAL_CODES.sub(b"", buffer).split(b"\n")[:-1] if line.strip()]
             if first_line is None and lines:
                 first_line = time.perf_counter() - start
                 first_text = lines[0].decode(errors="replace").strip()
@@ -100,7 +102,7 @@ def run_on_terminal(args: list[str], env: dict[str, str], timeout: float = 300) 
     total = time.perf_counter() - start
     os.close(leader)
     if first_line is None and buffer.strip():  # a single line without its newline
-        first_line, first_text = total, buffer.decode(errors="replace").strip().splitlines()[0]
+        first_line, first_text = total, TERMINAL_CODES.sub(b"", buffer).decode(errors="replace").strip().splitlines()[0]
     if error_line is None and b"margin: error:" in buffer:
         error_line = total
     return Timing(first_line, error_line, total, exit_code, first_text[:70])
