@@ -577,7 +577,6 @@ def report(
 
     as_of = parse_date(date)
     say(f"report of {as_of} from {db} …")
-    from outputs.explain import ExplainError
     from flows.warehouse import NotAWarehouse
     from outputs.report import ReportError, write_report
 
@@ -589,7 +588,11 @@ def report(
             path = write_account_page(db, as_of, account, target)
         else:
             path = write_report(db, as_of, out or DEFAULT_REPORTS / f"margin_report_{as_of.isoformat()}.html")
-    except (ReportError, ExplainError, OSError, NotAWarehouse) as error:
+    except Exception as error:
+        from outputs.explain import ExplainError  # imported here: it takes a second (the date may have no results)
+
+        if not isinstance(error, (ReportError, ExplainError, OSError, NotAWarehouse)):
+            raise
         fail(first_line(error))
     typer.echo(str(path))
 
@@ -609,13 +612,16 @@ def explain(
     worst marked, calendar and short option terms, offsets, R_u; im by mode; collateral tier by
     tier; equity, excess and the rule that decided the status; the group; and what changed since
     the previous published date.  Reads one account: fast on a large warehouse."""
-    from outputs.explain import ExplainError, explain_account, explain_group, render_text, to_json
+    from flows.progress import say
 
     as_of = parse_date(date)
     if (account is None) == (group is None):
         fail("give exactly one of --account A or --group G")
     if format not in ("text", "json"):
         fail(f"--format {format!r}: use text or json")
+    say(f"explaining {'account ' + account if account is not None else 'margin group ' + group} on {as_of} "
+        f"from {db} …")
+    from outputs.explain import ExplainError, explain_account, explain_group, render_text, to_json
     try:
         document = (explain_account(db, as_of, account, inputs) if account is not None
                     else explain_group(db, as_of, group, inputs))
