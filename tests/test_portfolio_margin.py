@@ -213,9 +213,10 @@ def test_offsets_in_ascending_priority_with_remaining_deltas():
 
 def test_worst_scenario_loss_given_expect():
     """Each position's share of its book × underlying's worst-scenario loss: net_qty × loss_<k*>."""
+    # instrument codes (as the run encodes them): 0 BTC-F, 1 BTC-PERP, 2 ETH-PERP, 3 SOL-PERP (held by no one)
     positions = pl.LazyFrame({
         "account_id": ["A", "A", "A", "B", "B"],
-        "instrument_id": ["BTC-F", "BTC-PERP", "ETH-PERP", "BTC-PERP", "ETH-PERP"],
+        "instrument_id": pl.Series([0, 1, 2, 1, 2], dtype=pl.UInt32),
         "underlying": ["BTC", "BTC", "ETH", "BTC", "ETH"],
         "net_qty": [2.0, -1.0, 3.0, 0.5, 0.0],
     })
@@ -225,8 +226,8 @@ def test_worst_scenario_loss_given_expect():
     })
     # unit losses −cover_k × pnl_unit_k of one contract, scenarios 3 and 7
     unit_losses = pl.LazyFrame({
-        "instrument_id": ["BTC-F", "BTC-PERP", "ETH-PERP"],
-        "loss_3": [-100.0, -90.0, 20.0], "loss_7": [350.0, 300.0, -40.0],
+        "instrument_id": pl.Series([2, 0, 1, 3], dtype=pl.UInt32),  # any row order
+        "loss_3": [20.0, -100.0, -90.0, 5.0], "loss_7": [-40.0, 350.0, 300.0, 9.0],
     })
     got = portfolio_margin.worst_scenario_loss(positions, scan, unit_losses, [3, 7], "account_id").collect()
     expect = positions.collect().with_columns(pl.Series("worst_scenario_loss", [

@@ -231,25 +231,48 @@ def worst_scenario_loss(
     unit losses, ``k*`` the ``worst_scenario`` of the position's book × underlying in
     ``scan``; 0 where the underlying has no worst scenario (scan risk 0).  Positive is a
     loss.  Over a book's positions on an underlying with scan risk > 0 these sum to
-    ``scan_risk``.  Row order of ``positions`` is kept (left joins, ``maintain_order``);
-    the second join's right side is the small instrument × scenario table.
+    ``scan_risk``.  Row order of ``positions`` is kept.
+
+    ``instrument_id`` is a dense integer code (as ``valuation.value_positions`` takes it):
+    the small ``unit_losses`` table is laid out flat, instrument by instrument and
+    scenario by scenario, so each position gathers its ``loss_<k*>`` at ``instrument_id ×
+    K + index of k*`` instead of joining an instrument × scenario table.
     """
-    unit_loss_by_scenario = unit_losses.unpivot(
-        index="instrument_id", on=[loss_column(sid) for sid in scenario_ids],
-        variable_name="loss_column", value_name="worst_unit_loss",
-    ).join(
-        pl.LazyFrame({"loss_column": [loss_column(sid) for sid in scenario_ids],
-                      "worst_scenario": pl.Series(list(scenario_ids), dtype=pl.Int32)}),
-        on="loss_column", how="inner",
-    ).select("instrument_id", "worst_scenario", "worst_unit_loss")
-    worst = scan.filter(pl.col("worst_scenario").is_not_null()).select(book_key, "underlying", "worst_scenario")
-    # The joins carry only the four key columns; the share is put beside the positions (same
-    # rows, same order), so the wide position rows are not copied through the joins.
+    losses = [loss_column(sid) for sid in scenario_ids]
+    by_instrument = unit_losses.select("instrument_id", *losses).collect()
+    scenario_count = len(scenario_ids)
+    slots = (by_instrument.get_column("instrument_id").cast(pl.Int64).max() or 0) + 1 if by_instrument.height else 0
+    # Row ``code × K + i`` holds instrument ``code``'s loss in the i-th scenario (null for a code
+    # with no unit losses: no position holds it).
+    flat_unit_losses = (
+        pl.DataFrame({"flat_index": pl.int_range(slots * scenario_count, eager=True, dtype=pl.Int64)})
+        .join(
+            by_instrument.unpivot(index="instrument_id", on=losses, variable_name="loss_column", value_name="unit_loss")
+            .with_columns(
+                (pl.col("instrument_id").cast(pl.Int64) * scenario_count
+                 + pl.col("loss_column").replace_strict(losses, list(range(scenario_count)), return_dtype=pl.Int64))
+                .alias("flat_index")
+            ),
+            on="flat_index", how="left", maintain_order="left",
+        )
+        .get_column("unit_loss")
+    )
+    scenario_index = pl.col("worst_scenario").replace_strict(
+        list(scenario_ids), list(range(scenario_count)), return_dtype=pl.Int64
+    )
+    worst = scan.filter(pl.col("worst_scenario").is_not_null()).select(
+        book_key, "underlying", scenario_index.alias("worst_index")
+    )
+    # The join carries only the key columns; the share is put beside the positions (same
+    # rows, same order), so the wide position rows are not copied through the join.
     share = (
         positions.select(book_key, "instrument_id", "underlying", "net_qty")
         .join(worst, on=[book_key, "underlying"], how="left", maintain_order="left")
-        .join(unit_loss_by_scenario, on=["instrument_id", "worst_scenario"], how="left", maintain_order="left")
-        .select((pl.col("net_qty") * pl.col("worst_unit_loss")).fill_null(0.0).alias("worst_scenario_loss"))
+        .select(
+            (pl.col("net_qty") * pl.lit(flat_unit_losses).gather(
+                pl.col("instrument_id").cast(pl.Int64) * scenario_count + pl.col("worst_index")
+            )).fill_null(0.0).alias("worst_scenario_loss")
+        )
     )
     return pl.concat([positions, share], how="horizontal")
 
