@@ -11,7 +11,6 @@ of accounts: see ``transforms.resolve``).  No I/O happens here.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
