@@ -49,8 +49,9 @@ from transforms.resolve import PARTITIONED_TABLES, MarginInputs, SharedDay, day_
 #: The large daily tables, streamed from their files into partitions by ``compute_day``.
 STREAMED_TABLES = ("positions", "collateral")
 PARTITION_SEED = 20_261_116
-#: ``--partitions auto``: one partition per this many position rows (about 1.5 GB peak each).
-ROWS_PER_PARTITION = 2_500_000
+#: ``--partitions auto``: one partition per this many position rows (about 5 GB peak each;
+#: a day up to this size is one partition, computed without the spill pass).
+ROWS_PER_PARTITION = 10_000_000
 
 
 def auto_partitions(position_rows: int) -> int:

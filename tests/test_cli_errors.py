@@ -126,6 +126,7 @@ def bad_invocations(p: dict[str, Path]) -> list[list[str]]:
         ["run", "--date", "9999-12-31", "--inputs", inputs, "--db", db],
         [*run, "--db", parquet], [*run, "--db", folder], [*run, "--db", f"{afile}/sub.duckdb"],
         [*run, "--db", db, "--partitions", "0"], [*run, "--db", db, "--partitions", "-3"],
+        [*run, "--db", db, "--partitions", "many"],
         [*run, "--db", db, "--max-quarantined-share", "2"], [*run, "--db", db, "--lock-timeout", "soon"],
         [*run, "--db", db, "--lock-timeout", "nan"], [*run, "--db", db, "--lock-timeout", "-1"],
         ["publish", "--date", AS_OF, "--db", db, "--lock-timeout", "nan"],
