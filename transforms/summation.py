@@ -10,14 +10,22 @@ run of consecutive rows is added left to right by ``numpy.add.reduceat``, one
 sequential pass per run, whatever the number of threads.
 
 Sums of integers are exact in any order and may stay in Polars group-bys.
+
+The columns of one ``run_sums`` are independent, so they are added on Polars' number
+of threads at once (numpy releases the GIL while it adds); each column's sum is the
+same whichever thread takes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
+
+#: Below this many rows ``run_sums`` adds its columns one after the other (threads cost more).
+PARALLEL_ROWS = 100_000
 
 #: A sum to take: output column → expression evaluated per row (a column name is ``pl.col``).
 SumSpec = Mapping[str, pl.Expr | str]
@@ -44,16 +52,32 @@ def run_sums(rows: pl.DataFrame, keys: Sequence[str], sums: SumSpec) -> pl.DataF
     terms = rows.select(
         [(pl.col(e) if isinstance(e, str) else e).alias(name) for name, e in sums.items()]
     )
-    columns = []
-    for series in terms.iter_columns():
-        if series.dtype.is_float():
-            values = series.cast(pl.Float64).fill_null(0.0).to_numpy()
-            dtype = pl.Float64
-        else:
+
+    # Float terms add as Float64, integer and boolean ones as Int64 (nulls as 0).  The
+    # output arrays are made here, on the calling thread, so the threads allocate nothing.
+    exact = [not series.dtype.is_float() for series in terms.iter_columns()]
+    totals = [np.empty(starts.size, dtype=np.int64 if whole else np.float64) for whole in exact]
+
+    def add_runs(column: int) -> None:
+        series = terms.to_series(column)
+        if exact[column]:
             values = series.cast(pl.Int64).fill_null(0).to_numpy()
-            dtype = pl.Int64
-        summed = np.add.reduceat(values, starts) if starts.size else values[:0]
-        columns.append(pl.Series(series.name, summed, dtype=dtype))
+        else:
+            values = series.cast(pl.Float64).fill_null(0.0).to_numpy()
+        if starts.size:
+            np.add.reduceat(values, starts, out=totals[column])
+
+    threads = min(pl.thread_pool_size(), terms.width)
+    if threads > 1 and terms.height >= PARALLEL_ROWS:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(add_runs, range(terms.width)))
+    else:
+        for column in range(terms.width):
+            add_runs(column)
+    columns = [
+        pl.Series(name, total, dtype=pl.Int64 if whole else pl.Float64)
+        for name, total, whole in zip(terms.columns, totals, exact)
+    ]
     return rows.select(keys)[starts].with_columns(columns)
 
 
