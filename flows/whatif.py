@@ -240,16 +240,16 @@ def render(result: WhatIf, output_format: str = "table") -> str:
     """The what-if as aligned tables (accounts, groups, rejected rows) or one JSON document."""
     import json
 
-    from outputs.sql_console import render_table
+    from outputs.sql_console import frame_rows, render_table
 
     if output_format == "json":
         return json.dumps(result.to_dict(), indent=1, default=str) + "\n"
     parts = [f"what-if on {result.as_of}: {result.applied} trade row(s) applied, "
              f"{result.rejected.height} rejected; {result.accounts_margined} account(s) margined\n"]
-    parts.append(render_table(_figure_rows(result.accounts, "account_id", ACCOUNT_FIGURES), limit=10_000))
+    parts.append(render_table(frame_rows(_figure_rows(result.accounts, "account_id", ACCOUNT_FIGURES)), limit=10_000))
     if result.groups.height:
-        parts.append(render_table(_figure_rows(result.groups, "margin_group", GROUP_FIGURES), limit=10_000))
+        parts.append(render_table(frame_rows(_figure_rows(result.groups, "margin_group", GROUP_FIGURES)), limit=10_000))
     if result.rejected.height:
         parts.append("rejected trade rows (SPEC §3 reason; not applied):\n")
-        parts.append(render_table(result.rejected, limit=10_000))
+        parts.append(render_table(frame_rows(result.rejected), limit=10_000))
     return "\n".join(parts)

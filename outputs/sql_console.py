@@ -17,12 +17,17 @@ import datetime as dt
 import decimal
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
-import polars as pl
 
-from flows.warehouse import connect
+from flows.connection import connect
+
+if TYPE_CHECKING:
+    import polars as pl
 
 OUTPUT_FORMATS = ("table", "csv", "json")
 QUERY_STATEMENTS = {
@@ -73,8 +78,9 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def run_query(db: Path, query: str) -> pl.DataFrame:
-    """Run one checked read-only statement and return its rows."""
+@contextmanager
+def read_only_relation(db: Path, query: str) -> Iterator[duckdb.DuckDBPyRelation | None]:
+    """One checked read-only statement as a relation on a connection without file access."""
     check_read_only(query)
     db = Path(db)
     if not db.exists():
@@ -83,10 +89,46 @@ def run_query(db: Path, query: str) -> pl.DataFrame:
     try:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
-        relation = con.sql(query)
-        return relation.pl() if relation is not None else pl.DataFrame()
+        yield con.sql(query)
     finally:
         con.close()
+
+
+def run_query(db: Path, query: str) -> pl.DataFrame:
+    """Run one checked read-only statement and return all its rows (CSV and JSON output)."""
+    import polars as pl  # only the CSV/JSON output needs it: the table answers without Polars
+
+    with read_only_relation(db, query) as relation:
+        return relation.pl() if relation is not None else pl.DataFrame()
+
+
+#: DuckDB column types shown right-aligned (Polars' numeric dtypes: integers, floats, decimals).
+NUMERIC_TYPES = frozenset({
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+    "UHUGEINT", "FLOAT", "DOUBLE",
+})
+
+
+class QueryRows(NamedTuple):
+    """The first rows of a result, what the aligned table shows, and how many there are in all."""
+
+    columns: list[str]
+    numeric: list[bool]
+    rows: list[tuple]
+    total: int
+
+
+def first_rows(db: Path, query: str, limit: int) -> QueryRows:
+    """The statement's column names, which are numeric, its first ``limit`` rows and its row count,
+    straight from DuckDB (the count is asked only when the first rows fill ``limit``)."""
+    with read_only_relation(db, query) as relation:
+        if relation is None:
+            return QueryRows([], [], [], 0)
+        types = [str(kind) for kind in relation.types]
+        numeric = [kind in NUMERIC_TYPES or kind.startswith("DECIMAL") for kind in types]
+        rows = relation.limit(limit).fetchall() if limit > 0 else []
+        total = len(rows) if 0 < len(rows) < limit else relation.aggregate("count(*)").fetchall()[0][0]
+        return QueryRows(list(relation.columns), numeric, rows, total)
 
 
 def _cell(value) -> str:
@@ -109,26 +151,31 @@ def _cell(value) -> str:
     return str(value).replace("\n", " ")
 
 
-def render_table(frame: pl.DataFrame, limit: int = 100, max_width: int = 100) -> str:
+def frame_rows(frame: pl.DataFrame) -> QueryRows:
+    """A Polars frame (what-if's figures) as rows for ``render_table``."""
+    return QueryRows(frame.columns, [dtype.is_numeric() for dtype in frame.dtypes], frame.rows(), frame.height)
+
+
+def render_table(result: QueryRows, limit: int = 100, max_width: int = 100) -> str:
     """Aligned plain-text table: numbers right-aligned, text left-aligned, NULL shown."""
-    if frame.width == 0:
+    if not result.columns:
         return "(statement returned no columns)\n"
-    if frame.height == 0:
-        return f"(no rows; columns: {', '.join(frame.columns)})\n"
-    shown = frame.head(limit)
-    numeric = [dtype.is_numeric() for dtype in shown.dtypes]
-    cells = [[_cell(v)[:max_width] for v in shown[column].to_list()] for column in shown.columns]
-    widths = [max(len(name), *(len(c) for c in column)) for name, column in zip(shown.columns, cells)]
+    if result.total == 0:
+        return f"(no rows; columns: {', '.join(result.columns)})\n"
+    shown = result.rows[:limit]
+    cells = [[_cell(row[index])[:max_width] for row in shown] for index in range(len(result.columns))]
+    widths = [max(len(name), *(len(c) for c in column)) for name, column in zip(result.columns, cells)]
     lines = [
-        " | ".join(name.ljust(w) for name, w in zip(shown.columns, widths)),
+        " | ".join(name.ljust(w) for name, w in zip(result.columns, widths)),
         "-+-".join("-" * w for w in widths),
     ]
-    for row in range(shown.height):
+    for row in range(len(shown)):
         lines.append(" | ".join(
             (column[row].rjust(w) if is_num else column[row].ljust(w))
-            for column, w, is_num in zip(cells, widths, numeric)
+            for column, w, is_num in zip(cells, widths, result.numeric)
         ).rstrip())
-    footer = f"({frame.height:,} rows; first {limit} shown)" if frame.height > limit else f"({frame.height:,} rows)"
+    total = result.total
+    footer = f"({total:,} rows; first {limit} shown)" if total > limit else f"({total:,} rows)"
     return "\n".join(lines) + "\n" + footer + "\n"
 
 
@@ -142,17 +189,18 @@ def _json_value(value):
     return value
 
 
-def render(frame: pl.DataFrame, output_format: str, limit: int = 100) -> str:
+def render(frame: pl.DataFrame, output_format: str) -> str:
+    """CSV or JSON of every row."""
     if output_format == "csv":
         return frame.write_csv() if frame.width else ""
-    if output_format == "json":
-        rows = [{k: _json_value(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
-        return json.dumps(rows, indent=1, default=str) + "\n"
-    return render_table(frame, limit)
+    rows = [{k: _json_value(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
+    return json.dumps(rows, indent=1, default=str) + "\n"
 
 
 def run_read_only_query(db: Path, query: str, output_format: str = "table", limit: int = 100) -> str:
     """Run ``query`` on a read-only connection without file or network access and render it."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"--format must be table, csv or json, not {output_format!r}")
-    return render(run_query(db, query), output_format, limit)
+    if output_format == "table":
+        return render_table(first_rows(db, query, limit), limit)
+    return render(run_query(db, query), output_format)

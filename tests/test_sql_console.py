@@ -6,10 +6,12 @@ import csv
 import hashlib
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 
-from conftest import margin_cli
+from conftest import PROJECT_ROOT, margin_cli
 from outputs.sql_console import QueryRefused, run_read_only_query
 from published_books import DAY, shared_warehouse
 
@@ -104,3 +106,25 @@ def test_cli_prints_one_line_errors_and_exits_non_zero(warehouse):
     ]
     ok = margin_cli("sql", "SELECT count(*) AS accounts FROM v_account_latest", "--db", str(warehouse), "-f", "csv")
     assert ok.returncode == 0 and ok.stdout == "accounts\n12\n"
+
+
+def test_the_table_answers_without_importing_polars(warehouse):
+    """The aligned table (margin sql's default) reads DuckDB's rows directly: Polars and
+    pyarrow cost most of a second to import, so the first line would come after 1 s."""
+    probe = (
+        "import sys\n"
+        "from outputs.sql_console import run_read_only_query\n"
+        f"out = run_read_only_query({str(warehouse)!r}, 'SELECT account_id, im FROM account_margin ORDER BY im DESC', limit=2)\n"
+        "assert out.splitlines()[-1] == '(12 rows; first 2 shown)', out\n"
+        "assert 'polars' not in sys.modules and 'pyarrow' not in sys.modules, sorted(m for m in sys.modules if 'polars' in m)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_table_shows_intervals_decimals_lists_and_nulls(warehouse):
+    out = run_read_only_query(warehouse, "SELECT INTERVAL 1 DAY AS i, 1.5::DECIMAL(10,2) AS d, NULL AS n, [1, 2] AS l")
+    header, _, row, footer = out.splitlines()
+    assert [c.strip() for c in header.split("|")] == ["i", "d", "n", "l"]
+    assert [c.strip() for c in row.split("|")] == ["1 day, 0:00:00", "1.50", "NULL", "[1, 2]"]
+    assert footer == "(1 rows)"
