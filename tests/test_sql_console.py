@@ -115,7 +115,7 @@ def test_the_table_answers_without_importing_polars(warehouse):
         "import sys\n"
         "from outputs.sql_console import run_read_only_query\n"
         f"out = run_read_only_query({str(warehouse)!r}, 'SELECT account_id, im FROM account_margin ORDER BY im DESC', limit=2)\n"
-        "assert out.splitlines()[-1] == '(12 rows; first 2 shown)', out\n"
+        "assert out.splitlines()[-1].endswith(' rows; first 2 shown)'), out\n"
         "assert 'polars' not in sys.modules and 'pyarrow' not in sys.modules, sorted(m for m in sys.modules if 'polars' in m)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT)

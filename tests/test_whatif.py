@@ -121,4 +121,7 @@ def test_whatif_missing_column_is_one_line(book, tmp_path):
     bad.write_text("account_id,instrument,quantity\nACC0008,BTC-PERP,1\n")
     result = margin_cli("whatif", "--date", AS_OF.isoformat(), "--trades", str(bad), "--inputs", str(inputs))
     assert result.returncode == 1
-    assert result.stderr.strip().count("\n") == 0 and "instrument_id" in result.stderr
+    # the command's first line says what it does; then one error line names the column
+    errors = [line for line in result.stderr.splitlines() if line.startswith("margin: error:")]
+    assert len(errors) == 1 and "instrument_id" in errors[0] and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
