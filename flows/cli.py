@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from flows import settings
+from flows.input_layout import input_dates
 from flows.settings import DEFAULT_DB, DEFAULT_INPUTS, DEFAULT_REPORTS, configure_prefect
 
 configure_prefect()
@@ -143,19 +144,6 @@ def orchestrate(mode: str | None):
     if choice.note:
         say(f"[dim]{choice.note}[/dim]")
     return choice
-
-
-def input_dates(inputs: Path) -> list[dt.date]:
-    """Dates that have a ``date=D/`` folder under ``inputs`` (cheap: a directory listing)."""
-    found = []
-    for folder in Path(inputs).glob("date=*"):
-        try:
-            day = dt.date.fromisoformat(folder.name.removeprefix("date="))
-        except ValueError:
-            continue
-        if folder.is_dir():
-            found.append(day)
-    return sorted(found)
 
 
 def inputs_root_problem(inputs: Path) -> str | None:
@@ -413,7 +401,7 @@ def backfill(
     if last < first:
         fail("--end is before --start")
     check_inputs_root(inputs)
-    present = [day for day in input_dates(inputs) if first <= day <= last]
+    present = input_dates(inputs, first, last)
     skipped = skipped_dates(first, last, present)
     typer.echo(f"backfill {first} … {last}: {len(present)} date(s) with inputs under {inputs}, "
                f"{len(skipped)} skipped")

@@ -30,6 +30,7 @@ import polars as pl
 
 from flows import orchestration, partitioned, results_store, run_lock, warehouse
 from flows.orchestration import ORCHESTRATION_ENV, configured_prefect_api_url  # noqa: F401 — the names callers use
+from flows.input_layout import input_dates
 from flows.loading import LoadedInputs, StructuralError, load_inputs
 from flows.partitioned import DayResults
 from flows.progress import StageTimer, say
@@ -323,15 +324,7 @@ def resolve_as_of(as_of: str, timezone: str = "UTC") -> dt.date:
 
 def business_dates(inputs: Path, start: dt.date, end: dt.date) -> list[dt.date]:
     """Dates in [start, end] that have a ``date=D/`` input folder (crypto venues run every day)."""
-    found = []
-    for folder in Path(inputs).glob("date=*"):
-        try:
-            day = dt.date.fromisoformat(folder.name.removeprefix("date="))
-        except ValueError:
-            continue
-        if folder.is_dir() and start <= day <= end:
-            found.append(day)
-    return sorted(found)
+    return input_dates(inputs, start, end)
 
 
 def backfill_dates(
