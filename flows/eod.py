@@ -29,7 +29,6 @@ import duckdb
 import polars as pl
 
 from flows import orchestration, partitioned, results_store, run_lock, warehouse
-from flows.orchestration import ORCHESTRATION_ENV, configured_prefect_api_url  # noqa: F401 — the names callers use
 from flows.input_layout import input_dates
 from flows.loading import LoadedInputs, StructuralError, load_inputs
 from flows.partitioned import DayResults
@@ -322,11 +321,6 @@ def resolve_as_of(as_of: str, timezone: str = "UTC") -> dt.date:
     return dt.datetime.fromisoformat(scheduled.isoformat()).astimezone(ZoneInfo(timezone)).date()
 
 
-def business_dates(inputs: Path, start: dt.date, end: dt.date) -> list[dt.date]:
-    """Dates in [start, end] that have a ``date=D/`` input folder (crypto venues run every day)."""
-    return input_dates(inputs, start, end)
-
-
 def backfill_dates(
     start: dt.date,
     end: dt.date,
@@ -342,7 +336,7 @@ def backfill_dates(
 ) -> dict:
     """Every business date in [start, end] with inputs, in order; a failed date is
     reported (``failed``: date → one-line reason) and the rest continue."""
-    dates = business_dates(Path(inputs), start, end)
+    dates = input_dates(Path(inputs), start, end)
     outcome: dict = {"succeeded": [], "failed": {}}
     for day in dates:
         try:

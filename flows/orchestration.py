@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows import settings
-from flows.settings import ORCHESTRATION_ENV  # noqa: F401 (the name callers use)
+from flows.run_lock import pid_alive
 
 MODES = ("auto", "prefect", "none")
 SERVER_PROFILE = "margin-server"
@@ -121,21 +121,7 @@ class ServerState:
 
     @property
     def alive(self) -> bool:
-        return _alive(self.pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child (exited, not yet reaped) is not running
-        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        return status != "Z"
-    except OSError:
-        return True
+        return pid_alive(self.pid)
 
 
 def server_state() -> ServerState | None:
@@ -265,13 +251,13 @@ def _terminate(pid: int, grace_seconds: float = 20.0) -> None:
     except PermissionError:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         try:  # reap it when it is our child (start_server's own timeout)
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
         time.sleep(0.2)
-    if _alive(pid):
+    if pid_alive(pid):
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:

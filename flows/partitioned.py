@@ -121,7 +121,11 @@ def spill_partitions(rows: pl.LazyFrame, keys: pl.LazyFrame, partitions: int, fo
 
 
 def merge_warnings(part_warnings: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    return pl.concat(part_warnings).sort("code", "account_id", nulls_last=True)
+    """Every partition's warnings in one order fixed by their values (code, account, then the
+    rest), so the run record's samples do not depend on the partition count (SPEC §8)."""
+    warnings = pl.concat(part_warnings)
+    rest = [name for name in warnings.columns if name not in ("code", "account_id")]
+    return warnings.sort("code", "account_id", *rest, nulls_last=True)
 
 
 PART_FILE = "part-{index:05d}.parquet"

@@ -39,14 +39,20 @@ class RunLockBusy(RuntimeError):
     """Another run of the warehouse held the run lock past the lock timeout."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running: it exists (perhaps another user's) and is not a
+    zombie (exited, not yet reaped by its parent)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by another user
         return True
-    return True
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return status != "Z"
+    except OSError:
+        return True
 
 
 def this_process() -> dict:
@@ -62,7 +68,7 @@ def process_alive(process: dict | None) -> bool | None:
         return None
     if process.get("host") != socket.gethostname():
         return None
-    return _pid_alive(process["pid"])
+    return pid_alive(process["pid"])
 
 
 def _read_holder(fd: int) -> dict:
@@ -93,18 +99,6 @@ def is_stale(holder: dict) -> bool:
 def _lock_path(db_path: Path) -> Path:
     """The lock file of the warehouse ``db_path`` points to (a symlinked warehouse shares its target's)."""
     return run_lock_for(Path(db_path).resolve())
-
-
-def current_holder(db_path: Path) -> dict:
-    """What the lock file of ``db_path`` says ({} when no lock file); a hint, not a lock."""
-    try:
-        fd = os.open(_lock_path(db_path), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return {}
-    try:
-        return _read_holder(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import polars as pl
 
 from flows import run_lock
 from flows.connection import (  # noqa: F401 (opening the file lives in flows.connection; names kept for callers)
-    CONNECTION_CONFIG, DUCKDB_MAGIC, NotAWarehouse, WarehouseLocked, check_warehouse_file, connect,
+    NotAWarehouse, WarehouseLocked, check_warehouse_file, connect,
 )
 from flows.progress import say
 from flows.settings import (  # noqa: F401 (the environment is read in settings; names kept for callers)

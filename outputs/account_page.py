@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 import altair as alt
 import polars as pl
-import vl_convert
 
 from outputs.explain import explain_account
+from outputs.html_page import html_document, svg
 
 ACCOUNT_FOLDER = "accounts"
 #: Report table columns holding an account id (linked to the account's page).
@@ -82,11 +82,6 @@ class Markup(str):
     """Already-escaped HTML for a table cell."""
 
 
-def _svg(chart: alt.TopLevelMixin) -> str:
-    text = vl_convert.vegalite_to_svg(chart.to_json())
-    return text[text.index("<svg"):]
-
-
 def scenario_chart(doc: dict) -> str:
     """Scenario losses per underlying (one row of bars each), the worst scenario in red."""
     rows = [
@@ -104,7 +99,7 @@ def scenario_chart(doc: dict) -> str:
         color=colour,
         tooltip=["underlying:N", "scenario:N", alt.Tooltip("loss_usd:Q", format=",.2f")],
     ).properties(width=420, height=110).facet(row=alt.Row("underlying:N", title=None)).resolve_scale(y="independent")
-    return _svg(chart)
+    return svg(chart)
 
 
 def tier_chart(doc: dict) -> str:
@@ -126,7 +121,7 @@ def tier_chart(doc: dict) -> str:
         order=alt.Order("order:Q"),
         tooltip=["asset:N", "piece:N", alt.Tooltip("usd:Q", format=",.2f")],
     ).properties(width=520, height=max(40, 28 * len(doc["collateral"])))
-    return _svg(chart)
+    return svg(chart)
 
 
 def _mark(flag: bool) -> Markup:
@@ -237,14 +232,12 @@ def render_account_page(doc: dict) -> str:
             + _table(["instrument", "net_qty before", "net_qty now", "Δ mv USD", "Δ net_im USD", "Δ worst-scenario loss USD"],
                      [[m["instrument_id"], m["prev_net_qty"], m["net_qty"], m["mv_change"], m["net_im_change"],
                        m["worst_scenario_loss_change"]] for m in change["positions_moved"]], [False] + [True] * 5)))
-    body = "".join(f"<section><h2>{e(title)}</h2>{content}</section>" for title, content in sections)
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>Account {e(doc['account_id'])} {doc['as_of_date']}</title><style>{STYLE}</style></head><body>"
+    return html_document(
+        f"Account {doc['account_id']} {doc['as_of_date']}", STYLE,
         f"<h1>Account {e(doc['account_id'])} — {doc['as_of_date']}: {e(doc['status'])}</h1>"
         f'<p class="sub">Margin mode {e(doc["margin_mode"] or "unknown")}; run {e(doc["run_id"])}; amounts in USD. '
-        f"The same derivation as <code>margin explain --date {doc['as_of_date']} --account {e(doc['account_id'])}</code>.</p>"
-        f"{body}</body></html>\n"
+        f"The same derivation as <code>margin explain --date {doc['as_of_date']} --account {e(doc['account_id'])}</code>.</p>",
+        sections,
     )
 
 
@@ -265,11 +258,11 @@ def write_account_page(db: Path, as_of: dt.date, account_id: str, out: Path, inp
 def unavailable_page(account_id: str, as_of: dt.date, reason: str) -> str:
     """The page of an account whose derivation cannot be made (e.g. the run's inputs are gone)."""
     e = html.escape
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>Account {e(account_id)} {as_of}</title><style>{STYLE}</style></head><body>"
+    return html_document(
+        f"Account {account_id} {as_of}", STYLE,
         f"<h1>Account {e(account_id)} — {as_of}</h1><p class=\"empty\">The derivation cannot be shown: {e(reason)}. "
-        f"Try <code>margin explain --date {as_of} --account {e(account_id)} --inputs DIR</code>.</p></body></html>\n"
+        f"Try <code>margin explain --date {as_of} --account {e(account_id)} --inputs DIR</code>.</p>",
+        [],
     )
 
 

@@ -486,12 +486,6 @@ def emir_record_frame(db: Path, as_of: dt.date, reporting_time: dt.datetime,
     return records, warnings
 
 
-def emir_records(db: Path, as_of: dt.date, reporting_time: dt.datetime, inputs: Path) -> tuple[list[dict], list[str]]:
-    """One EMIR Table 3 record (field name → text) per account holding positions or collateral on D."""
-    records, warnings = emir_record_frame(db, as_of, reporting_time, inputs)
-    return records.to_dicts(), warnings
-
-
 def _valid_leis(leis: pl.Series) -> pl.Series:
     """Whether each text is a valid LEI (``lei_problem`` is None), vectorised: the pattern,
     then ISO 7064 MOD 97-10 over the characters (a letter counts as two digits, A = 10)."""
@@ -907,9 +901,9 @@ def emir_outlook(db: Path, as_of: dt.date, inputs: Path | None = None) -> tuple[
     """What an EMIR export of ``as_of`` would do, without writing anything: the number
     of records and the (account, reasons) that their checks would reject."""
     moment = dt.datetime.combine(as_of, dt.time(23, 59, 59), dt.timezone.utc)
-    records, _ = emir_records(Path(db), as_of, moment, Path(inputs) if inputs is not None else DEFAULT_INPUTS)
-    rejected = [(record["_account_id"], reasons) for record in records if (reasons := check_record(record, as_of))]
-    return len(records), rejected
+    records, _ = emir_record_frame(Path(db), as_of, moment, Path(inputs) if inputs is not None else DEFAULT_INPUTS)
+    account_ids = records["_account_id"]
+    return records.height, [(account_ids[row], reasons) for row, reasons in record_rejections(records, as_of)]
 
 
 def export_files(

@@ -18,6 +18,7 @@ import polars as pl
 
 from flows.settings import SQL_DIR
 from flows.warehouse import open_warehouse
+from outputs.html_page import html_document, svg  # noqa: F401 (svg: callers import it from here)
 
 # Altair, vl-convert and the account pages are imported where they are used: `margin
 # report` for a date without results answers before loading them (they take seconds).
@@ -70,14 +71,6 @@ def report_data(db: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
     if frames["headline"]["accounts"][0] == 0:
         raise ReportError(f"no results for {as_of} in {db} (run `margin run --date {as_of}` first)")
     return frames
-
-
-def svg(chart: alt.TopLevelMixin) -> str:
-    """An Altair chart as an inline SVG element (rendered offline by vl-convert)."""
-    import vl_convert
-
-    text = vl_convert.vegalite_to_svg(chart.to_json())
-    return text[text.index("<svg"):]
 
 
 def _usd(value) -> str:
@@ -365,17 +358,14 @@ def render_html(as_of: dt.date, data: dict[str, pl.DataFrame]) -> str:
         ("Stress tests: Cover 2 and the liquidation ladder", stress_section(data)),
         ("Quarantined input rows", quarantine_section(data)),
     ]
-    body = "".join(
-        f'<section><h2>{html.escape(title)}</h2>{content}</section>' for title, content in sections
-    )
     card_html = "".join(f'<div class="card"><b>{v}</b><span>{html.escape(k)}</span></div>' for k, v in cards)
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>Margin report {as_of}</title><style>{STYLE}</style></head><body>"
+    return html_document(
+        f"Margin report {as_of}", STYLE,
         f"<h1>End-of-day margin report — {as_of}</h1>"
         f'<p class="sub">All amounts in USD. Run {html.escape(str(head["run_id"]))}. '
         "Definitions: docs/data_dictionary.md.</p>"
-        f'<div class="cards">{card_html}</div>{body}</body></html>\n'
+        f'<div class="cards">{card_html}</div>',
+        sections,
     )
 
 

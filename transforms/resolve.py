@@ -19,8 +19,8 @@ the day's shared tables: ``margin_partition(resolve_day(subset_inputs, shared))`
 figures of those accounts are those of the full day (a margin group is margined as one
 book, SPEC §7), to the bit (SPEC §8).
 
-``day_counts`` and ``day_quarantine`` combine the shared step's figures with the
-partitions' into the day's.
+``day_counts`` combines the shared step's row counts with the partitions' into the
+day's.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ import polars as pl
 from transforms import encoding, validation, valuation
 from transforms.contract import INPUT_TABLES, METHODOLOGY_TABLES, RESULT_KEYS
 
-#: The daily tables checked once for the whole day (every partition reads them).
-SHARED_TABLES = ("prices", "fx_rates", "instruments")
 #: The daily tables split by account (margin-group partitions).
 PARTITIONED_TABLES = ("positions", "collateral", "accounts")
 
