@@ -147,3 +147,17 @@ def test_a_failed_save_can_be_retried_with_the_part_files(generated_book, tmp_pa
     assert {t: len(f) for t, f in files.items()} == {t: len(f) for t, f in stored.tables.items()}
     assert pl.scan_parquet(files["position_margin"]).select(pl.len()).collect().item() == stored.rows["position_margin"]
     assert sorted(p.name for p in results_dir.iterdir()) == [final.name]  # scratch and staging gone
+
+
+def test_merged_warnings_do_not_depend_on_how_the_day_was_partitioned():
+    """The run record samples the first warnings of each code, so their order is fixed by
+    their values (code, account, then detail), not by which partition raised them."""
+    from flows.partitioned import merge_warnings
+
+    raised = pl.DataFrame({"code": ["ghost", "ghost", "ghost", "fx"], "account_id": ["A2", "A1", "A1", None],
+                           "detail": ["d", "second", "first", "z"]})
+    one_partition = merge_warnings([raised])
+    three_partitions = merge_warnings([raised[2:], raised[:1], raised[1:2]])
+    assert one_partition.equals(three_partitions)
+    assert one_partition.rows() == [("fx", None, "z"), ("ghost", "A1", "first"), ("ghost", "A1", "second"),
+                                    ("ghost", "A2", "d")]
