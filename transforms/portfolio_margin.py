@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from transforms import summation
+from transforms import encoding, summation
 from transforms.valuation import black76_value
 
 
@@ -168,6 +168,9 @@ def underlying_scan(
     # ``scan_order`` ranks the instruments by (underlying, expiry bucket, instrument), so
     # sorting the positions by (book, scan_order) puts each bucket's rows together in an
     # order fixed by the data, and the sums below are reproducible to the bit (SPEC §8).
+    # Instrument ids are dense integer codes (``encoding``): each position gathers its
+    # instrument's keys and unit losses by code, after the sort, so the sort moves only the
+    # narrow position rows and no join copies the K loss columns.
     instrument_keys = (
         instruments.select("instrument_id", "underlying", _expiry_bucket()).unique("instrument_id")
         .join(params.select("underlying", "underlying_code"), on="underlying", how="left")
@@ -175,21 +178,34 @@ def underlying_scan(
         .with_row_index("scan_order")
         .join(unit_losses, on="instrument_id", how="left")
         .drop("underlying")
+        .collect()
     )
-    scan_rows = valued_positions.select(
-        book_key, "instrument_id", "net_qty", *GREEK_SUMS,
-        *(term.alias(name) for name, term in short_option_terms().items()),
-    ).join(instrument_keys, on="instrument_id", how="left")
+    slots = int(instrument_keys.get_column("instrument_id").max()) + 1 if instrument_keys.height else 0
+    keys_by_code = encoding.by_code(instrument_keys.with_columns(pl.col("instrument_id").cast(encoding.CODE_TYPE)),
+                                    "instrument_id", slots)
+
+    def by_code(column: str) -> pl.Expr:
+        return pl.lit(keys_by_code.get_column(column)).gather(pl.col("instrument_id")).alias(column)
+
+    scan_rows = (
+        valued_positions.select(
+            book_key, "instrument_id", "net_qty", *GREEK_SUMS,
+            *(term.alias(name) for name, term in short_option_terms().items()),
+        )
+        .with_columns(by_code("underlying_code"), by_code("expiry_bucket"), by_code("scan_order"))
+        .collect()
+        .sort(book_key, "scan_order", nulls_last=True)
+    )
     per_bucket = summation.ordered_sums(
         scan_rows,
         [book_key, "underlying_code", "expiry_bucket"],
         {
             **{c: c for c in GREEK_SUMS},
-            **{c: pl.col("net_qty") * pl.col(c) for c in losses},
+            **{c: pl.col("net_qty") * by_code(c) for c in losses},
             "short_calls": "short_calls",
             "short_puts": "short_puts",
         },
-        order_by=["scan_order"],
+        presorted=True,
     )
     per_underlying = summation.ordered_sums(
         per_bucket,
