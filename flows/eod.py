@@ -119,24 +119,45 @@ def partition_count(partitions: Partitions, loaded: LoadedInputs, dask_address: 
     return max(count, 2) if dask_address else count
 
 
-def compute_step(loaded: LoadedInputs, scratch: str, partitions: int = 1, dask_address: str | None = None
-                 ) -> DayResults:
+def compute_step(loaded: LoadedInputs, scratch: str, partitions: int = 1, dask_address: str | None = None,
+                 publication: warehouse.Publication | None = None) -> DayResults:
     """The day as ``partitions`` margin-group partitions (the whole book as one when 1), on
     the Dask cluster at ``dask_address`` (``local``: a temporary one) or in this process;
-    result tables are written under ``scratch``."""
-    runner = partitioned.run_in_process
+    result tables are written under ``scratch``, each handed to ``publication`` (in
+    process) as soon as it is written."""
+    on_written = publication.insert_file if publication is not None and not dask_address else None
+    runner = functools.partial(partitioned.run_in_process, on_written=on_written)
     if dask_address:
         runner = partitioned.on_dask(address=None if dask_address == "local" else dask_address)
-    return partitioned.compute_day(loaded.margin_inputs, partitions, Path(scratch), runner)
+    return partitioned.compute_day(loaded.margin_inputs, partitions, Path(scratch), runner, on_written)
+
+
+def begin_publication(db: Path, as_of: dt.date, run_id: str) -> warehouse.Publication | None:
+    """The date's publish transaction, opened before computing when the warehouse is free
+    now, so DuckDB loads each result file while the run computes, writes and checks the
+    rest; the run commits it at the end (SPEC §8: still one transaction, nothing visible
+    before COMMIT).  ``None`` when the warehouse cannot be opened at once (an analyst's
+    session holds it): the run then publishes from its saved files at the end, waiting
+    for the lock as before."""
+    try:
+        return warehouse.Publication(db, as_of, run_id, lock_timeout=0)
+    except (warehouse.WarehouseLocked, duckdb.Error, OSError):
+        return None
 
 
 def save_step(db: str, as_of: dt.date, run_id: str, results: DayResults, record: dict) -> str:
     return str(results_store.save_results(results_dir_for(Path(db)), as_of, run_id, results.tables, record))
 
 
-def publish_step(db: str, as_of: dt.date, run_id: str, saved: str, record: dict, lock_timeout: float | None) -> None:
-    """Load the saved Parquet of the date (``saved``) into the warehouse in one transaction."""
+def publish_step(db: str, as_of: dt.date, run_id: str, saved: str, record: dict, lock_timeout: float | None,
+                 publication: warehouse.Publication | None = None) -> None:
+    """Commit the date's ``publication`` (filled while the run computed) or, without one (or
+    once it has failed: a retry), load the saved Parquet of the date (``saved``) into the
+    warehouse in one transaction."""
     tables = results_store.table_files(Path(saved), run_id=run_id)
+    if publication is not None and publication.holds(tables):
+        publication.commit(record)
+        return
     warehouse.publish_date(Path(db), as_of, run_id, tables, record, lock_timeout=lock_timeout)
 
 
@@ -196,6 +217,7 @@ def run_end_of_day(
         raise RunFailed(f"cannot write the run log beside the warehouse {db}: {_one_line(error)}") from error
     stage = "load"
     run_serialised = contextlib.ExitStack()  # SPEC §8: one run of the warehouse at a time, load to publish
+    publication: warehouse.Publication | None = None
     try:
         stage = "lock"
         if lock_timeout is None:
@@ -219,12 +241,15 @@ def run_end_of_day(
                            else max_quarantined_share)
             instruments = loaded.margin_inputs.instruments
             record["parameters"]["files"] = loaded.files
+            if not dask_address:
+                publication = begin_publication(db, as_of, run_id)
             stage = "compute"
             with timer.stage("compute") as note:
-                # The result tables are written here as each partition is computed.
+                # The result tables are written here as each partition is computed (and
+                # handed to the publication, which loads them meanwhile).
                 scratch = str(scratch_stack.enter_context(
                     results_store.scratch_folder(results_dir_for(db), as_of, run_id)))
-                results = compute(loaded, scratch, partition_total, dask_address)
+                results = compute(loaded, scratch, partition_total, dask_address, publication)
                 del loaded  # no day-sized frame is held from here on
                 counts = {r["table"]: {k: r[k] for k in ("read", "used", "quarantined")} for r in results.counts.to_dicts()}
                 result_rows = dict(results.rows)
@@ -260,15 +285,18 @@ def run_end_of_day(
                 saved = save(str(db), as_of, run_id, results, _final(record))
                 note["note"] = f"{total_rows:,} rows in {len(results.tables)} Parquet tables"
             del results
-        stage = "publish"
-        with timer.stage("publish") as note:
-            record["finished_at"] = _utcnow().isoformat()
-            publish(str(db), as_of, run_id, saved, _final(record), lock_timeout)
-            note["note"] = f"{total_rows:,} rows → {db}"
+            # Inside the scratch folder's lifetime: the publication reads the files written there.
+            stage = "publish"
+            with timer.stage("publish") as note:
+                record["finished_at"] = _utcnow().isoformat()
+                publish(str(db), as_of, run_id, saved, _final(record), lock_timeout, publication)
+                note["note"] = f"{total_rows:,} rows → {db}"
         record["timings"]["total"] = round(timer.total, 4)
         say(f"[green]{as_of} published[/green] run {run_id} in {timer.total:.2f}s")
         return _final(record)
     except BaseException as error:
+        if publication is not None:
+            publication.abort()  # rolled back; the warehouse is free for the run record
         reason = _one_line(error, as_of)
         record["status"] = "failed"
         record["error"] = f"{stage}: {reason}"
@@ -288,6 +316,8 @@ def run_end_of_day(
             raise
         raise RunFailed(reason) from error
     finally:
+        if publication is not None:
+            publication.abort()
         run_serialised.close()
 
 

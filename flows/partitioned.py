@@ -170,19 +170,29 @@ class DayResults:
         return pl.scan_parquet(self.tables["quarantine"])
 
 
-def compute_partition_to_files(shared: SharedDay, partition: MarginInputs, index: int, out_dir: Path
-                               ) -> PartitionOutcome:
-    """``margin_partition`` of one partition, its identities checked, its tables written to
-    ``out_dir/<table>/part-<index>.parquet`` (fsynced); the frames are then dropped."""
-    results = margin_partition(resolve_day(partition, shared))
-    problems = [f"partition {index}: {p}" for p in identity_violations(results.tables, results.counts)]
+#: Told of each result file as soon as it is written and fsynced: (table, path).  ``flows.eod``
+#: passes the day's open ``warehouse.Publication`` here, so DuckDB loads each file while the
+#: run writes the next and checks the identities.
+OnWritten = Callable[[str, Path], None]
+
+
+def compute_partition_to_files(shared: SharedDay, partition: MarginInputs, index: int, out_dir: Path,
+                               on_written: OnWritten | None = None) -> PartitionOutcome:
+    """``margin_partition`` of one partition, each table written to
+    ``out_dir/<table>/part-<index>.parquet`` (fsynced; ``on_written`` is told of each) as
+    soon as it is final, its identities checked; the frames are then dropped."""
     rows = {}
-    for table in PARTITION_TABLES:
-        frame = results.tables[table]
+
+    def write(table: str, frame: pl.DataFrame) -> None:  # as soon as the table is final
         path = Path(out_dir) / table / PART_FILE.format(index=index)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_durably(frame, path)
         rows[table] = frame.height
+        if on_written is not None:
+            on_written(table, path)
+
+    results = margin_partition(resolve_day(partition, shared), on_table=write)
+    problems = [f"partition {index}: {p}" for p in identity_violations(results.tables, results.counts)]
     by_table = results.tables["quarantine"].group_by("source_table").len()
     return PartitionOutcome(
         index=index,
@@ -200,11 +210,12 @@ def compute_partition_to_files(shared: SharedDay, partition: MarginInputs, index
 PartitionRunner = Callable[[SharedDay, list[tuple[int, MarginInputs]], Path], list[PartitionOutcome]]
 
 
-def run_in_process(shared: SharedDay, parts: list[tuple[int, MarginInputs]], out_dir: Path) -> list[PartitionOutcome]:
+def run_in_process(shared: SharedDay, parts: list[tuple[int, MarginInputs]], out_dir: Path,
+                   on_written: OnWritten | None = None) -> list[PartitionOutcome]:
     """One partition after the other in this process (peak memory: the largest partition)."""
     outcomes = []
     for done, (index, part) in enumerate(parts, start=1):
-        outcome = compute_partition_to_files(shared, part, index, out_dir)
+        outcome = compute_partition_to_files(shared, part, index, out_dir, on_written)
         say(f"[dim]  partition {done}/{len(parts)}: {outcome.rows['account_margin']:,} accounts, "
             f"{outcome.rows['position_margin']:,} positions[/dim]")
         outcomes.append(outcome)
@@ -216,6 +227,7 @@ def compute_day(
     partitions: int,
     out_dir: Path,
     run_partitions: PartitionRunner = run_in_process,
+    on_written: OnWritten | None = None,
 ) -> DayResults:
     """The day as ``partitions`` margin-group partitions, results written as files under ``out_dir``.
 
@@ -223,7 +235,8 @@ def compute_day(
     or frames; with several partitions they are streamed once into per-partition files
     under ``out_dir/.spill`` (removed afterwards), so neither the inputs nor the results of
     the whole day are ever in memory.  On a real cluster ``out_dir`` must be a folder every
-    worker can read and write.
+    worker can read and write.  ``on_written`` is told of the files written here (the shared
+    tables' quarantine, the day tables); ``run_partitions`` tells it of the partitions' own.
     """
     out_dir = Path(out_dir)
     spill = out_dir / ".spill"
@@ -242,11 +255,15 @@ def compute_day(
     shared_path = out_dir / "quarantine" / SHARED_PART_FILE
     shared_path.parent.mkdir(parents=True, exist_ok=True)
     write_durably(shared.quarantine, shared_path)
+    if on_written is not None:
+        on_written("quarantine", shared_path)
     day_tables = {"stress_summary": day_stress_summary(shared, [o.stress_breaches for o in outcomes])}
     for table, frame in day_tables.items():
         path = out_dir / table / DAY_PART_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         write_durably(frame, path)
+        if on_written is not None:
+            on_written(table, path)
     counts = day_counts(shared, [o.counts for o in outcomes])
     quarantined: dict[str, int] = {}
     for outcome in outcomes:

@@ -33,8 +33,8 @@ def load_inputs_task(inputs_root: str, as_of: dt.date) -> LoadedInputs:
 
 @task(name="compute margin", cache_policy=NO_CACHE)
 def compute_margin_task(loaded: LoadedInputs, scratch: str, partitions: int = 1,
-                        dask_address: Optional[str] = None) -> DayResults:
-    return eod.compute_step(loaded, scratch, partitions, dask_address)
+                        dask_address: Optional[str] = None, publication=None) -> DayResults:
+    return eod.compute_step(loaded, scratch, partitions, dask_address, publication)
 
 
 @task(name="margin partition", cache_policy=NO_CACHE)
@@ -49,8 +49,9 @@ def save_results_task(db: str, as_of: dt.date, run_id: str, results: DayResults,
 
 
 @task(name="publish", cache_policy=NO_CACHE, **eod.IO_RETRIES)
-def publish_task(db: str, as_of: dt.date, run_id: str, saved: str, record: dict, lock_timeout: Optional[float]) -> None:
-    eod.publish_step(db, as_of, run_id, saved, record, lock_timeout)
+def publish_task(db: str, as_of: dt.date, run_id: str, saved: str, record: dict, lock_timeout: Optional[float],
+                 publication=None) -> None:
+    eod.publish_step(db, as_of, run_id, saved, record, lock_timeout, publication)
 
 
 @task(name="export", cache_policy=NO_CACHE, **eod.IO_RETRIES)

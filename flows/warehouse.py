@@ -273,6 +273,8 @@ class Publication:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="publish")
         self._pending: list[Future] = []
         self._inserted = 0
+        #: What was queued, per table (``holds`` compares it with the day's files).
+        self.queued: dict[str, list] = {}
         self._opened = contextlib.ExitStack()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closed = False
@@ -297,7 +299,21 @@ class Publication:
         (``read_parquet``), so the rows never need to be in this process's memory."""
         if table not in RESULT_TABLES:
             raise ValueError(f"not a result table: {table}")
+        self.queued.setdefault(table, []).extend([source] if isinstance(source, pl.DataFrame) else source)
         self._pending.append(self._worker.submit(self._insert, table, source))
+
+    def insert_file(self, table: str, path: Path) -> None:
+        """``insert(table, [path])``: the shape ``flows.partitioned.OnWritten`` calls."""
+        self.insert(table, [Path(path)])
+
+    def holds(self, tables: dict[str, list[Path]]) -> bool:
+        """Whether it is still open and the files queued for each table have the names of
+        ``tables``' files (table → files: the saved folder's links to the files written)."""
+        return not self._closed and all(
+            sorted(Path(f).name for f in self.queued.get(t, []) if not isinstance(f, pl.DataFrame))
+            == sorted(Path(f).name for f in tables[t])
+            for t in RESULT_TABLES
+        )
 
     def _insert(self, table: str, source: pl.DataFrame | list[Path]) -> None:
         params = {"as_of": self.as_of, "run_id": self.run_id}

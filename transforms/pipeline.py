@@ -148,12 +148,19 @@ def _collateral_book(collateral_rows: pl.LazyFrame, fx: pl.LazyFrame, haircuts: 
     return valuation_rows, coll.collateral_value(valuation_rows, book_key)
 
 
-def margin_plan(resolved: ResolvedDay, materialize: Materialize = keep_lazy) -> dict[str, pl.LazyFrame]:
+#: Told of an output table's final plan as soon as the plan is complete: (table, plan).
+Ready = Callable[[str, pl.LazyFrame], None]
+
+
+def margin_plan(resolved: ResolvedDay, materialize: Materialize = keep_lazy, ready: Ready | None = None
+                ) -> dict[str, pl.LazyFrame]:
     """Lazy plans for every output table of one resolved partition, and its warnings.
 
     ``materialize`` is applied to each shared intermediate (netted books, risk, account
     figures): ``keep_lazy`` gives one plan per output, ``materialized`` (what
-    ``margin_partition`` uses) collects each shared frame once.
+    ``margin_partition`` uses) collects each shared frame once.  ``ready`` is told of the
+    account book's tables (``position_margin``, ``underlying_risk``) as soon as the
+    account book is computed, before the groups, collateral and accounts.
     """
     shared = resolved.shared
     scenario_ids = shared.scenario_ids
@@ -180,6 +187,18 @@ def margin_plan(resolved: ResolvedDay, materialize: Materialize = keep_lazy) -> 
         positions, instrument_values, instruments_by_code, unit_losses, scenario_ids, shared.offsets, "account_id",
         materialize, worst_scenario_losses=True,
     )
+    account_id = encoding.decode(account_ids, "account_id")
+    account_tables = {
+        # Already in (account, instrument) order (netting's order).
+        "position_margin": account_book.positions.select(POSITION_MARGIN_COLUMNS)
+        .with_columns(account_id, encoding.decode(instrument_ids, "instrument_id")),
+        # (account, underlying) order by one integer key: codes rank the ids and names.
+        "underlying_risk": account_book.underlying_risk.sort(encoding.composite_key("account_id", "underlying_code"))
+        .select(UNDERLYING_RISK_COLUMNS).with_columns(account_id),
+    }
+    if ready is not None:
+        for name, table in account_tables.items():
+            ready(name, table)
     collateral_valuation, account_collateral = _collateral_book(
         collateral_rows, fx, haircuts, "account_id", materialize
     )
@@ -239,17 +258,11 @@ def margin_plan(resolved: ResolvedDay, materialize: Materialize = keep_lazy) -> 
     )
 
     # Sorted by each table's key on the codes (the same order as the ids), then decoded.
-    account_id = encoding.decode(account_ids, "account_id")
     warnings = data_quality_warnings(
         account_margin_core, checked["accounts"].with_columns(account_code), account_book.positions, collateral_valuation
     )
     return {
-        # Already in (account, instrument) order (netting's order).
-        "position_margin": account_book.positions.select(POSITION_MARGIN_COLUMNS)
-        .with_columns(account_id, encoding.decode(instrument_ids, "instrument_id")),
-        # (account, underlying) order by one integer key: codes rank the ids and names.
-        "underlying_risk": account_book.underlying_risk.sort(encoding.composite_key("account_id", "underlying_code"))
-        .select(UNDERLYING_RISK_COLUMNS).with_columns(account_id),
+        **account_tables,
         "collateral_valuation": collateral_valuation.select(COLLATERAL_VALUATION_COLUMNS)
         .sort(SORT_KEYS["collateral_valuation"]).with_columns(account_id),
         "account_margin": account_margin.select(ACCOUNT_MARGIN_COLUMNS).sort(SORT_KEYS["account_margin"])
@@ -370,23 +383,39 @@ def data_quality_warnings(
     return pl.concat([missing, quarantined, both])
 
 
-def margin_partition(resolved: ResolvedDay, materialize: Materialize = materialized) -> MarginResults:
+def margin_partition(resolved: ResolvedDay, materialize: Materialize = materialized,
+                     on_table: Callable[[str, pl.DataFrame], None] | None = None) -> MarginResults:
     """Every partition table of one resolved partition (each sorted by its table's key), its
     counts (positions, collateral, accounts), warnings and stress breaches.  The quarantine
     holds the partition's own rows; the shared tables' rows and counts are the
     ``SharedDay``'s; the day tables (``stress_summary``) come from ``day_stress_summary``.
 
     ``materialize`` collects each shared intermediate (``materialized``; the benchmark's
-    stage profile passes one that also times it)."""
-    plan = margin_plan(resolved, materialize=materialize)
+    stage profile passes one that also times it).  ``on_table`` is given each partition
+    table as soon as it is final: the account book's two large tables while the rest is
+    still being computed (``flows.partitioned`` writes and publishes them meanwhile)."""
     # The final step of the big tables is sorts and gathers over collected frames, where the
     # in-memory engine is faster; the shared intermediates (group-bys and joins) were
     # collected by the streaming engine, and so are the small tables filtered out of them
     # (timings: docs/performance.md, "Engine choices").
+    frames: dict[str, pl.DataFrame] = {}
+
+    def ready(name: str, table: pl.LazyFrame) -> None:
+        frames[name] = table.collect(engine="in-memory")
+        if on_table is not None:
+            on_table(name, frames[name])
+
+    plan = margin_plan(resolved, materialize=materialize, ready=ready)
     filtered = ["quarantine", "warnings", "stress_breaches"]
-    gathered = [name for name in plan if name not in filtered]
-    frames = dict(zip(gathered, pl.collect_all([plan[n] for n in gathered], engine="in-memory")))
+    gathered = [name for name in plan if name not in filtered and name not in frames]
+    frames.update(zip(gathered, pl.collect_all([plan[n] for n in gathered], engine="in-memory")))
+    if on_table is not None:
+        for name in gathered:
+            if name in PARTITION_TABLES:
+                on_table(name, frames[name])
     frames.update(zip(filtered, pl.collect_all([plan[n] for n in filtered], engine="streaming")))
+    if on_table is not None:
+        on_table("quarantine", frames["quarantine"])
     return MarginResults(
         tables={name: frames[name] for name in PARTITION_TABLES},
         counts=resolved.counts,
