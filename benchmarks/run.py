@@ -151,28 +151,59 @@ def engine_publishes_worst_scenario_loss() -> bool:
     return "worst_scenario_loss" in (PROJECT_ROOT / "sql" / "schema.sql").read_text()
 
 
+STRESS_FILE = "stress_scenarios.parquet"
+
+
+def without_stress(inputs: Path) -> Path:
+    """A view of the book ``inputs`` without its stress table (SPEC §11): the same files,
+    linked, except ``reference/stress_scenarios.parquet``.  The SQL method has no stress
+    step, so the like-for-like ``margin run`` reads this view; the book as it is (with
+    its stresses) is timed beside it."""
+    view = inputs.with_name(inputs.name + ".no-stress")
+    (view / "reference").mkdir(parents=True, exist_ok=True)
+    for item in inputs.iterdir():
+        if item.name.startswith("."):
+            continue
+        if item.name == "reference":
+            for file in item.iterdir():
+                link = view / "reference" / file.name
+                if file.name != STRESS_FILE and not link.exists():
+                    link.symlink_to(file.resolve())
+        elif not (view / item.name).exists():
+            (view / item.name).symlink_to(item.resolve())
+    return view
+
+
 def measure_versus(inputs: Path, workdir: Path, repeat: int, prefect_api: str | None) -> dict:
     """``margin run`` (whole process, no Prefect; published into a fresh warehouse) against
     the SQL yardstick (``benchmarks.sql_method``, whole process, into a fresh DuckDB file),
-    alternating A B A B … ``repeat`` times; with ``prefect_api`` a third command, ``margin
-    run`` through the Prefect server at that URL, joins each round."""
+    alternating A B A B … ``repeat`` times, like for like: ``margin run`` reads the book
+    without its stress table (``without_stress``), as the yardstick has no stress step.
+    When the book has a stress table, ``margin run`` of the book as it is joins each
+    round (``margin_run_stress``); with ``prefect_api``, ``margin run`` through the
+    Prefect server at that URL (on the like-for-like book) does too."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "data").mkdir(exist_ok=True)
     env = {**os.environ, "MARGIN_QUIET": "1", "MARGIN_DATA_DIR": str(workdir / "data")}
     warehouse = workdir / "versus.duckdb"
     yardstick = workdir / "sql_method.duckdb"
-    margin_run = [sys.executable, "-m", "flows.cli", "run", "--date", AS_OF.isoformat(), "--inputs", str(inputs),
-                  "--db", str(warehouse), "--no-summary"]
+    def margin_run(book: Path) -> list[str]:
+        return [sys.executable, "-m", "flows.cli", "run", "--date", AS_OF.isoformat(), "--inputs", str(book),
+                "--db", str(warehouse), "--no-summary"]
+
+    like_for_like = without_stress(inputs)
     sql_method = [sys.executable, "-m", "benchmarks.sql_method", str(inputs), AS_OF.isoformat(), str(yardstick)]
     if not engine_publishes_worst_scenario_loss():
         sql_method.append("--no-worst-scenario-loss")
     commands = {
-        "margin_run": (margin_run, {**env, "MARGIN_ORCHESTRATION": "none"}),
+        "margin_run": (margin_run(like_for_like), {**env, "MARGIN_ORCHESTRATION": "none"}),
         "sql_method": (sql_method, env),
     }
+    if (inputs / "reference" / STRESS_FILE).exists():
+        commands["margin_run_stress"] = (margin_run(inputs), {**env, "MARGIN_ORCHESTRATION": "none"})
     if prefect_api:
-        commands["margin_run_prefect"] = (margin_run, {**env, "MARGIN_ORCHESTRATION": "prefect",
-                                                       "PREFECT_API_URL": prefect_api})
+        commands["margin_run_prefect"] = (margin_run(like_for_like), {**env, "MARGIN_ORCHESTRATION": "prefect",
+                                                                      "PREFECT_API_URL": prefect_api})
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(repeat):
         for name, (command, command_env) in commands.items():
@@ -188,6 +219,9 @@ def measure_versus(inputs: Path, workdir: Path, repeat: int, prefect_api: str | 
     if prefect_api:
         extra = [a - b for (a, _), (b, _) in zip(runs["margin_run_prefect"], runs["margin_run"])]
         out["prefect_extra_seconds_median"] = statistics.median(extra)
+    if "margin_run_stress" in runs:
+        with_stress = [a / b for (a, _), (b, _) in zip(runs["margin_run_stress"], runs["margin_run"])]
+        out["stress_ratio_median"] = statistics.median(with_stress)
     return out
 
 
@@ -264,6 +298,15 @@ def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
             ("margin run peak RSS (GB)", [cell(figure(s, lambda v: v["margin_run"]["max_peak_rss_gb"])) for s in sizes]),
             ("SQL method peak RSS (GB)", [cell(figure(s, lambda v: v["sql_method"]["max_peak_rss_gb"])) for s in sizes]),
         ]
+        if any(v and "margin_run_stress" in v for v in versus.values()):
+            rows += [
+                ("margin run with the book's stress table (s, median; beside, not compared)",
+                 [cell(figure(s, lambda v: v.get("margin_run_stress", {}).get("median_seconds"))) for s in sizes]),
+                ("with stresses / without (median of pairs)",
+                 [cell(figure(s, lambda v: v.get("stress_ratio_median"))) for s in sizes]),
+                ("margin run with stresses, peak RSS (GB)",
+                 [cell(figure(s, lambda v: v.get("margin_run_stress", {}).get("max_peak_rss_gb"))) for s in sizes]),
+            ]
         if any(v and "margin_run_prefect" in v for v in versus.values()):
             rows += [
                 ("margin run through a running Prefect server (s, median)",
