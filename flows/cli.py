@@ -42,9 +42,9 @@ PartitionsOption = Annotated[
         "--partitions",
         help="N | auto. Compute the day as N independent margin-group partitions, one after the other "
         "(or on Dask): positions and collateral are streamed from their files and each partition's results "
-        "are written to Parquet before the next starts, so peak memory is one partition's (about 5 GB per 10M "
-        "position rows). auto: the whole book as one partition up to 10M position rows, else one "
-        "partition per 10M. Results are identical to the bit whatever N (SPEC §8). "
+        "are written to Parquet before the next starts, so peak memory is one partition's (about 3 GB per 5M "
+        "position rows). auto: the whole book as one partition up to 5M position rows, else one "
+        "partition per 5M. Results are identical to the bit whatever N (SPEC §8). "
         "Default: $MARGIN_PARTITIONS or auto.",
         show_default=False,
     ),

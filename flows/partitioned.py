@@ -49,9 +49,12 @@ from transforms.resolve import PARTITIONED_TABLES, MarginInputs, SharedDay, day_
 #: The large daily tables, streamed from their files into partitions by ``compute_day``.
 STREAMED_TABLES = ("positions", "collateral")
 PARTITION_SEED = 20_261_116
-#: ``--partitions auto``: one partition per this many position rows (about 5 GB peak each;
-#: a day up to this size is one partition, computed without the spill pass).
-ROWS_PER_PARTITION = 10_000_000
+#: ``--partitions auto``: one partition per this many position rows (about 2.8 GB peak each;
+#: a day up to this size is one partition, computed without the spill pass).  A 10M-row
+#: day in two partitions peaks at about 3.4 GB instead of 5.1 GB in one, in about the same
+#: time: the spill pass (≈1.6 s) is paid back by the publish loading partition 1 while
+#: partition 2 computes (docs/performance.md, issue 16).
+ROWS_PER_PARTITION = 5_000_000
 
 
 def auto_partitions(position_rows: int) -> int:
@@ -109,8 +112,9 @@ def split_day(inputs: MarginInputs, partitions: int, spill_dir: Path) -> list[Ma
 
 def spill_partitions(rows: pl.LazyFrame, keys: pl.LazyFrame, partitions: int, folder: Path) -> dict[int, pl.LazyFrame]:
     """Stream ``rows`` into ``folder/partition=<i>/*.parquet`` in one pass; a scan per non-empty partition."""
+    # Uncompressed: the spill files are read back once, at once (lz4/zstd cost CPU on the critical path).
     with_partition(rows, keys, partitions).sink_parquet(
-        pl.PartitionBy(folder, key="partition", include_key=False), mkdir=True
+        pl.PartitionBy(folder, key="partition", include_key=False), mkdir=True, compression="uncompressed"
     )
     schema = rows.collect_schema()
     return {

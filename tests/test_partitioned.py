@@ -96,8 +96,8 @@ def test_day_count_identities_can_fail():
 
 
 def test_auto_partitions_by_position_rows():
-    assert [auto_partitions(n) for n in (0, 3_000, 9_882_820, 10_000_000, 10_000_001, 98_828_200)] == [
-        1, 1, 1, 1, 2, 10]
+    assert [auto_partitions(n) for n in (0, 3_000, 4_941_520, 5_000_000, 5_000_001, 9_882_820, 98_828_200)] == [
+        1, 1, 1, 1, 2, 2, 20]
 
 
 def test_one_partition_is_the_day_itself(generated_book, tmp_path):
