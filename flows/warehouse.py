@@ -290,11 +290,6 @@ class Publication:
         # insert out of order roughly halves the publish at 10M rows and avoids a
         # second pass at checkpoint (measured 31 s → 8 s for 8.5M result rows).
         self._con.execute("SET preserve_insertion_order = false")
-        # Strings stored without DuckDB's dictionary+FSST compression: it was a fifth of
-        # the publish's CPU (5M-row day: 4.07 s CPU instead of 4.99 s) for a file 38 %
-        # larger (709 MB instead of 515 MB); numbers keep their compression, and what
-        # analysts query is unchanged (docs/performance.md, issue 16).
-        self._con.execute("SET disabled_compression_methods = 'dict_fsst'")
         self._con.execute("BEGIN TRANSACTION")
         for table in RESULT_TABLES:
             self._con.execute(f"DELETE FROM {table} WHERE as_of_date = ?", [self.as_of])
