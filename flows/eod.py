@@ -132,6 +132,13 @@ def compute_step(loaded: LoadedInputs, scratch: str, partitions: int = 1, dask_a
     return partitioned.compute_day(loaded.margin_inputs, partitions, Path(scratch), runner, on_written)
 
 
+#: The publish transaction is opened before computing only for a day of at most this many
+#: partitions (10M position rows with ``auto``): it holds the warehouse's write lock, so
+#: analysts' new sessions wait from the end of the load to the commit (about 20 s at 10M
+#: rows).  Larger days publish their saved files at the end, holding the lock only then.
+EARLY_PUBLISH_MAX_PARTITIONS = 2
+
+
 def begin_publication(db: Path, as_of: dt.date, run_id: str) -> warehouse.Publication | None:
     """The date's publish transaction, opened before computing when the warehouse is free
     now, so DuckDB loads each result file while the run computes, writes and checks the
@@ -155,9 +162,14 @@ def publish_step(db: str, as_of: dt.date, run_id: str, saved: str, record: dict,
     once it has failed: a retry), load the saved Parquet of the date (``saved``) into the
     warehouse in one transaction."""
     tables = results_store.table_files(Path(saved), run_id=run_id)
-    if publication is not None and publication.holds(tables):
-        publication.commit(record)
-        return
+    if publication is not None:
+        if publication.holds(tables):
+            try:
+                publication.commit(record)
+                return
+            except warehouse.InsertFailed as error:  # nothing committed: the saved files are complete
+                say(f"[yellow]{_one_line(error)}; publishing the saved results instead[/yellow]")
+        publication.abort()  # never leave this run's own transaction open beside the one below
     warehouse.publish_date(Path(db), as_of, run_id, tables, record, lock_timeout=lock_timeout)
 
 
@@ -241,7 +253,7 @@ def run_end_of_day(
                            else max_quarantined_share)
             instruments = loaded.margin_inputs.instruments
             record["parameters"]["files"] = loaded.files
-            if not dask_address:
+            if not dask_address and partition_total <= EARLY_PUBLISH_MAX_PARTITIONS:
                 publication = begin_publication(db, as_of, run_id)
             stage = "compute"
             with timer.stage("compute") as note:
@@ -249,6 +261,8 @@ def run_end_of_day(
                 # handed to the publication, which loads them meanwhile).
                 scratch = str(scratch_stack.enter_context(
                     results_store.scratch_folder(results_dir_for(db), as_of, run_id)))
+                if publication is not None:  # rolled back (unless committed) before its files are removed
+                    scratch_stack.callback(publication.abort)
                 results = compute(loaded, scratch, partition_total, dask_address, publication)
                 del loaded  # no day-sized frame is held from here on
                 counts = {r["table"]: {k: r[k] for k in ("read", "used", "quarantined")} for r in results.counts.to_dicts()}
@@ -296,7 +310,8 @@ def run_end_of_day(
         return _final(record)
     except BaseException as error:
         if publication is not None:
-            publication.abort()  # rolled back; the warehouse is free for the run record
+            with contextlib.suppress(Exception):
+                publication.abort()  # rolled back; the warehouse is free for the run record
         reason = _one_line(error, as_of)
         record["status"] = "failed"
         record["error"] = f"{stage}: {reason}"
@@ -317,7 +332,8 @@ def run_end_of_day(
         raise RunFailed(reason) from error
     finally:
         if publication is not None:
-            publication.abort()
+            with contextlib.suppress(Exception):
+                publication.abort()
         run_serialised.close()
 
 

@@ -258,6 +258,10 @@ def _clear_run_log(db_path: Path, loaded_bytes: int) -> None:
         os.fsync(handle.fileno())
 
 
+class InsertFailed(RuntimeError):
+    """A table could not be loaded into the open publish transaction (nothing was committed)."""
+
+
 class Publication:
     """One date's publish (SPEC §8): a transaction that replaces every result table's rows
     for ``as_of`` and records the run, filled table by table and committed at the end.
@@ -272,7 +276,6 @@ class Publication:
         self.db_path, self.as_of, self.run_id = Path(db_path), as_of, run_id
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="publish")
         self._pending: list[Future] = []
-        self._inserted = 0
         #: What was queued, per table (``holds`` compares it with the day's files).
         self.queued: dict[str, list] = {}
         self._opened = contextlib.ExitStack()
@@ -331,17 +334,20 @@ class Publication:
         finally:
             if rows == "incoming_rows":
                 self._con.unregister("incoming_rows")
-        self._inserted += 1
-        if self._inserted == len(RESULT_TABLES) // 2 + 1:
-            fault_point("publish-mid-transaction")
 
     def commit(self, run_record: dict) -> None:
         """Wait for the queued inserts, record the run (and pending run-log records) and
-        COMMIT; on any error roll back and raise.  The connection is closed either way."""
+        COMMIT; on any error roll back and raise (``InsertFailed`` when a queued insert
+        failed: nothing was committed).  The connection is closed either way."""
         try:
             fault_point("publish")
-            for future in self._pending:
-                future.result()
+            for position, future in enumerate(self._pending):
+                if position == len(self._pending) // 2:
+                    fault_point("publish-mid-transaction")
+                try:
+                    future.result()
+                except Exception as error:
+                    raise InsertFailed(f"loading the results into {self.db_path} failed: {error}") from error
             self._worker.submit(self._commit, run_record).result()
         finally:
             self.abort()
@@ -364,6 +370,11 @@ class Publication:
         self._closed = True
         for future in self._pending:
             future.cancel()
+        if self._con is not None and any(future.running() for future in self._pending):
+            try:  # stop the insert under way (DuckDB allows this from another thread)
+                self._con.interrupt()
+            except duckdb.Error:
+                pass
         try:
             self._worker.submit(self._close).result()
         finally:
@@ -400,8 +411,12 @@ def publish_date(
     Pending run-log records (failed or interrupted attempts) are loaded too.
     """
     publication = Publication(db_path, as_of, run_id, lock_timeout=lock_timeout)
-    for table in RESULT_TABLES:
-        publication.insert(table, tables[table])
+    try:
+        for table in RESULT_TABLES:
+            publication.insert(table, tables[table])
+    except BaseException:
+        publication.abort()
+        raise
     publication.commit(run_record)
 
 
