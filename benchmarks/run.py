@@ -17,7 +17,11 @@ fresh subprocess, so its peak RSS (``ru_maxrss`` from ``wait4``) is its own:
                 portfolio margin, collateral, accounts, groups; ``outputs`` = the
                 final collect) — where the time goes;
 - ``floors``    the netting-only pipeline in Polars streaming and in DuckDB SQL on the
-                same files, median of ``--repeat``.
+                same files, median of ``--repeat``;
+- ``versus``    ``margin run`` (whole process) against the SQL yardstick
+                (``benchmarks.sql_method``), alternating rounds, like for like on the
+                book without its stress table; the run with the stresses beside it
+                (``--versus-only`` runs only this; README, "Against the analyst's SQL").
 
 It prints one table (sizes as columns) with the ratios full/floor, and writes the raw
 numbers to ``data/bench/results-<timestamp>.json``.  ``--markdown`` prints the table
