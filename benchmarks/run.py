@@ -163,6 +163,10 @@ def without_stress(inputs: Path) -> Path:
     linked, except ``reference/stress_scenarios.parquet``.  The SQL method has no stress
     step, so the like-for-like ``margin run`` reads this view; the book as it is (with
     its stresses) is timed beside it."""
+    overriding = sorted(str(f) for f in inputs.glob(f"date=*/{STRESS_FILE}"))
+    if overriding:  # a per-day stress table would still be read through the linked date folder
+        raise SystemExit(f"benchmarks: {', '.join(overriding)}: a per-day stress table; the like-for-like view "
+                         "links the date folders whole")
     view = inputs.with_name(inputs.name + ".no-stress")
     (view / "reference").mkdir(parents=True, exist_ok=True)
     for item in inputs.iterdir():
