@@ -276,8 +276,8 @@ class Publication:
         self.db_path, self.as_of, self.run_id = Path(db_path), as_of, run_id
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="publish")
         self._pending: list[Future] = []
-        #: What was queued, per table (``holds`` compares it with the day's files).
-        self.queued: dict[str, list] = {}
+        #: Names of the Parquet files queued per table (``holds`` compares them with the saved ones).
+        self.queued_files: dict[str, list[str]] = {}
         self._opened = contextlib.ExitStack()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closed = False
@@ -302,7 +302,8 @@ class Publication:
         (``read_parquet``), so the rows never need to be in this process's memory."""
         if table not in RESULT_TABLES:
             raise ValueError(f"not a result table: {table}")
-        self.queued.setdefault(table, []).extend([source] if isinstance(source, pl.DataFrame) else source)
+        if not isinstance(source, pl.DataFrame):
+            self.queued_files.setdefault(table, []).extend(Path(f).name for f in source)
         self._pending.append(self._worker.submit(self._insert, table, source))
 
     def insert_file(self, table: str, path: Path) -> None:
@@ -313,8 +314,7 @@ class Publication:
         """Whether it is still open and the files queued for each table have the names of
         ``tables``' files (table → files: the saved folder's links to the files written)."""
         return not self._closed and all(
-            sorted(Path(f).name for f in self.queued.get(t, []) if not isinstance(f, pl.DataFrame))
-            == sorted(Path(f).name for f in tables[t])
+            sorted(self.queued_files.get(t, [])) == sorted(Path(f).name for f in tables[t])
             for t in RESULT_TABLES
         )
 
