@@ -34,3 +34,29 @@ def test_only_settings_reads_the_environment():
             if re.search(r"\bos\.(environ|getenv|putenv)\b|\bfrom os import .*\b(environ|getenv)\b", code):
                 readers.append(path.relative_to(PROJECT_ROOT).as_posix())
     assert readers == []
+
+
+def _allocator_options(extra_env: dict[str, str]) -> str:
+    """jemalloc's own report of its decay options in a fresh process that imports the
+    ``flows`` package, then Polars (what ``margin`` does)."""
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"} | extra_env
+    code = ("import os, flows; os.environ['_RJEM_MALLOC_CONF'] += ',stats_print:true'\n"
+            "import polars as pl; pl.DataFrame({'a': [1]}).sum()")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          check=True)
+    return "\n".join(line.strip() for line in done.stderr.splitlines() if "decay_ms:" in line and "opt." in line)
+
+
+def test_a_run_keeps_freed_memory_for_reuse_ten_seconds():
+    from flows.settings import ALLOCATOR_CONF
+
+    assert ALLOCATOR_CONF == "dirty_decay_ms:10000,muzzy_decay_ms:10000"
+    options = _allocator_options({})
+    assert "opt.dirty_decay_ms: 10000" in options
+    assert "opt.muzzy_decay_ms: 10000" in options
+
+
+def test_an_operator_allocator_setting_wins():
+    options = _allocator_options({"_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"})
+    assert "opt.dirty_decay_ms: 0" in options
+    assert "opt.muzzy_decay_ms: 0" in options
