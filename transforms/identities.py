@@ -10,6 +10,7 @@ import polars as pl
 
 from transforms.account_health import effective_im
 from transforms.pipeline import SORT_KEYS
+from transforms.summation import add_runs, run_layout
 
 TOLERANCE = 1e-6
 #: Relative tolerance of Σ worst_scenario_loss = scan_risk (SPEC §5.2).
@@ -66,8 +67,8 @@ def worst_loss_by_underlying(positions: pl.DataFrame, in_key_order: bool) -> pl.
     ``worst_loss`` = Σ ``worst_scenario_loss`` and ``worst_loss_scale`` = Σ |…| of its
     positions.
 
-    Each sum runs over the positions in (account_id, instrument_id) order, left to right
-    (``numpy.add.reduceat``), an order fixed by the data: bit-reproducible, unlike a
+    Each sum runs over the positions in (account_id, instrument_id) order
+    (``summation.add_runs``), an order fixed by the data: bit-reproducible, unlike a
     hash group-by.  ``in_key_order``: ``positions`` is strictly increasing in (account_id,
     instrument_id) (what the key check verified); otherwise it is sorted first.  The
     per-underlying runs are found on one integer key (account's run number, underlying's
@@ -91,9 +92,10 @@ def worst_loss_by_underlying(positions: pl.DataFrame, in_key_order: bool) -> pl.
         return pl.DataFrame(schema={"account_id": pl.String, "underlying": pl.String,
                                     "worst_loss": pl.Float64, "worst_loss_scale": pl.Float64})
     starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    runs = run_layout(starts, losses.size)
     return ordered[pl.Series(starts)].select("account_id", "underlying").with_columns(
-        pl.Series("worst_loss", np.add.reduceat(losses, starts)),
-        pl.Series("worst_loss_scale", np.add.reduceat(np.abs(losses), starts)),
+        pl.Series("worst_loss", add_runs(losses, runs)),
+        pl.Series("worst_loss_scale", add_runs(np.abs(losses), runs)),
     )
 
 

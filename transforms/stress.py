@@ -26,7 +26,7 @@ import polars as pl
 
 from transforms import contract
 from transforms.collateral import tiered_haircut, tiers_side_by_side
-from transforms.summation import run_starts
+from transforms.summation import add_runs, run_layout, run_starts
 from transforms.valuation import black76_value
 
 #: Every underlying not listed under the same ``stress_id``.
@@ -141,7 +141,7 @@ def ordered_sums(frame: pl.DataFrame, key: str, values: dict[str, pl.Expr]) -> p
     """One row per run of equal ``key`` in ``frame`` (sorted by it): each ``values`` expression
     summed over the run's rows in row order.
 
-    ``numpy.add.reduceat`` over the runs: a sum depends only on its own rows and their
+    ``summation.add_runs`` over the runs (``numpy.add.reduceat``'s bits): a sum depends only on its own rows and their
     order, never on threads or on the rows around it (Polars' group-by sums are not
     bit-reproducible, SPEC §8), as ``transforms.summation.run_sums`` but evaluating one
     expression at a time: with one column per stress, evaluating all at once would hold
@@ -150,10 +150,11 @@ def ordered_sums(frame: pl.DataFrame, key: str, values: dict[str, pl.Expr]) -> p
     if not frame.get_column(key).is_sorted():  # a run split in two would give a book two rows
         raise ValueError(f"ordered_sums: rows are not in {key} order")
     starts = run_starts(frame.select(key))
+    runs = run_layout(starts, frame.height)
     columns = {key: frame.get_column(key).gather(starts)}
     for name, expression in values.items():
         data = frame.select(expression.cast(pl.Float64)).to_series().to_numpy()
-        columns[name] = np.add.reduceat(data, starts) if len(starts) else np.zeros(0)
+        columns[name] = add_runs(data, runs) if len(starts) else np.zeros(0)
     return pl.DataFrame(columns, schema={key: frame.schema[key], **{name: pl.Float64 for name in values}})
 
 
