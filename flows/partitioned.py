@@ -12,8 +12,10 @@ in the same partition, so duplicate detection and ``complete`` flags are unchang
 1. ``transforms.resolve.resolve_shared``: prices, FX rates and instruments checked once
    (their quarantine rows and counts recorded once), the instrument market valued once;
 2. with more than one partition, positions and collateral (lazy scans of their files)
-   are streamed once into one Parquet file per partition (``.spill``); with one, the
-   partition is the day's inputs as they are (no spill);
+   are split by partition: up to ``FILTERED_MAX_PARTITIONS`` each partition reads the
+   files itself, keeping its own rows; beyond, they are streamed once into one Parquet
+   file per partition (``.spill``); with one, the partition is the day's inputs as they
+   are;
 3. each partition, in this process (``run_in_process``) or as a Prefect task on a Dask
    cluster (``on_dask``), is ``margin_partition(resolve_day(part, shared))``: its
    identities are checked and its tables written as ``<table>/part-NNNNN.parquet``
@@ -55,6 +57,11 @@ PARTITION_SEED = 20_261_116
 #: time: the spill pass (≈1.6 s) is paid back by the publish loading partition 1 while
 #: partition 2 computes (docs/performance.md, issue 16).
 ROWS_PER_PARTITION = 5_000_000
+#: Up to this many partitions, each partition reads the day's position and collateral
+#: files itself and keeps its own rows (a pass over the files per partition) instead of
+#: one spill pass writing a file per partition: at 10M rows the spill pass cost as much
+#: as four filtered passes (2.9 s against 0.74 s a pass; docs/performance.md, issue 16).
+FILTERED_MAX_PARTITIONS = 3
 
 
 def auto_partitions(position_rows: int) -> int:
@@ -87,9 +94,12 @@ def with_partition(rows: pl.LazyFrame, keys: pl.LazyFrame, partitions: int) -> p
 
 def split_day(inputs: MarginInputs, partitions: int, spill_dir: Path) -> list[MarginInputs]:
     """One ``MarginInputs`` per partition: ``inputs`` itself for one partition; otherwise
-    positions and collateral streamed (one pass each) into one Parquet file per partition
-    under ``spill_dir`` (each partition's tables are lazy scans of its files) and the
-    accounts split in memory.  The shared tables are passed on unchanged (resolved once)."""
+    the accounts split in memory and positions and collateral split lazily: up to
+    ``FILTERED_MAX_PARTITIONS`` each partition's tables are its rows of ``inputs``' own
+    (``partition_rows``, read when the partition is computed), beyond that they are
+    streamed (one pass each) into one Parquet file per partition under ``spill_dir`` and
+    each partition's tables are lazy scans of its files.  The shared tables are passed on
+    unchanged (resolved once)."""
     if partitions < 1:
         raise ValueError("partitions must be ≥ 1")
     if partitions == 1:
@@ -101,13 +111,22 @@ def split_day(inputs: MarginInputs, partitions: int, spill_dir: Path) -> list[Ma
             "partition", as_dict=True, maintain_order=True).items()},
     }
     for table in STREAMED_TABLES:
-        pieces[table] = spill_partitions(getattr(inputs, table), keys, partitions, Path(spill_dir) / table)
+        rows = getattr(inputs, table)
+        if partitions <= FILTERED_MAX_PARTITIONS:
+            pieces[table] = {index: partition_rows(rows, keys, partitions, index) for index in range(partitions)}
+        else:
+            pieces[table] = spill_partitions(rows, keys, partitions, Path(spill_dir) / table)
     return [
         dataclasses.replace(inputs, **{
             table: pieces[table].get(index, getattr(inputs, table).clear()) for table in PARTITIONED_TABLES
         })
         for index in range(partitions)
     ]
+
+
+def partition_rows(rows: pl.LazyFrame, keys: pl.LazyFrame, partitions: int, index: int) -> pl.LazyFrame:
+    """The rows of ``rows`` in partition ``index`` of ``partitions`` (lazy: read when collected)."""
+    return with_partition(rows, keys, partitions).filter(pl.col("partition") == index).drop("partition")
 
 
 def spill_partitions(rows: pl.LazyFrame, keys: pl.LazyFrame, partitions: int, folder: Path) -> dict[int, pl.LazyFrame]:

@@ -105,8 +105,23 @@ def test_one_partition_is_the_day_itself(generated_book, tmp_path):
     assert not (tmp_path / "positions").exists()  # no spill
 
 
-def test_a_margin_group_stays_in_one_partition(generated_book, tmp_path):
-    parts = split_day(generated_book, 4, tmp_path)
+def test_up_to_three_partitions_read_their_rows_without_a_spill(generated_book, tmp_path):
+    """Two partitions: each reads its own rows of the day's tables (no spill files); every
+    position and collateral row is in exactly one of them; four partitions spill."""
+    parts = split_day(generated_book, 2, tmp_path)
+    assert not list(tmp_path.iterdir())
+    for table in STREAMED_TABLES:
+        whole = getattr(generated_book, table).collect()
+        pieces = pl.concat([getattr(part, table).collect() for part in parts])
+        assert pieces.height == whole.height
+        assert_frame_equal(pieces.sort(pl.all()), whole.sort(pl.all()))
+    split_day(generated_book, 4, tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(STREAMED_TABLES)
+
+
+@pytest.mark.parametrize("partitions", [2, 4])
+def test_a_margin_group_stays_in_one_partition(generated_book, tmp_path, partitions):
+    parts = split_day(generated_book, partitions, tmp_path)
     owners = pl.concat(
         [part.accounts.select("margin_group", pl.lit(i).alias("partition")) for i, part in enumerate(parts)]
     ).drop_nulls("margin_group").unique().collect()
