@@ -90,9 +90,10 @@ def run_layout(starts: np.ndarray, rows: int) -> RunLayout:
 
 
 def add_runs(values: np.ndarray, layout: RunLayout, out: np.ndarray | None = None) -> np.ndarray:
-    """Σ of ``values`` (float64) over each run of ``layout``, bit for bit
-    ``numpy.add.reduceat(values, layout.starts)``: a run's first row plus the sum of its
-    other rows added left to right (numpy's pairwise sum for runs longer than ``SHORT_RUN``)."""
+    """Σ of ``values`` (float64, or int64: exact in any order) over each run of ``layout``,
+    bit for bit ``numpy.add.reduceat(values, layout.starts)``: a run's first row plus the
+    sum of its other rows added left to right (numpy's pairwise sum for runs longer than
+    ``SHORT_RUN``)."""
     out = np.take(values, layout.starts, out=out)
     if layout.pairs.size:
         rest = np.take(values, layout.second_rows)
@@ -123,9 +124,8 @@ def run_sums(rows: pl.DataFrame, keys: Sequence[str], sums: SumSpec) -> pl.DataF
         [(pl.col(e) if isinstance(e, str) else e).alias(name) for name, e in sums.items()]
     )
 
-    # Float terms add as Float64 (``add_runs``), integer and boolean ones as Int64 (exact
-    # in any order: numpy's reduceat, nulls as 0).  The output arrays are made here, on
-    # the calling thread.
+    # Float terms add as Float64, integer and boolean ones as Int64 (nulls as 0).  The
+    # output arrays are made here, on the calling thread.
     exact = [not series.dtype.is_float() for series in terms.iter_columns()]
     totals = [np.empty(starts.size, dtype=np.int64 if whole else np.float64) for whole in exact]
 
@@ -134,9 +134,10 @@ def run_sums(rows: pl.DataFrame, keys: Sequence[str], sums: SumSpec) -> pl.DataF
         if not starts.size:
             return
         if exact[column]:
-            np.add.reduceat(series.cast(pl.Int64).fill_null(0).to_numpy(), starts, out=totals[column])
+            values = series.cast(pl.Int64).fill_null(0).to_numpy()
         else:
-            add_runs(series.cast(pl.Float64).fill_null(0.0).to_numpy(), layout, out=totals[column])
+            values = series.cast(pl.Float64).fill_null(0.0).to_numpy()
+        add_runs(values, layout, out=totals[column])
 
     threads = min(pl.thread_pool_size(), terms.width)
     if threads > 1 and terms.height >= PARALLEL_ROWS:
