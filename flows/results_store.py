@@ -62,10 +62,17 @@ def _held_by_a_live_run(staging: Path) -> bool:
 #: the publish; LZ4 took twice the CPU to write for a third fewer bytes (docs/performance.md,
 #: "Engine choices").
 COMPRESSION = "uncompressed"
+#: Rows per Parquet row group: at most DuckDB's row group (122,880 rows), so the publish's
+#: parallel insert fills whole row groups and writes them as it loads.  Polars' own choice
+#: (125,001 rows for a 500,001-row ``account_margin``) left partly filled row groups that
+#: DuckDB rewrote at its checkpoint: 0.6–0.8 s more at close and a 83 MB table instead of
+#: 55 MB (docs/performance.md, issue 16 round 5).
+ROW_GROUP_ROWS = 122_880
 
 
 def write_durably(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` as Parquet (uncompressed; dictionary-encoded strings) and fsync it.
+    """Write ``frame`` as Parquet (uncompressed; dictionary-encoded strings; row groups of
+    ``ROW_GROUP_ROWS``) and fsync it.
 
     Polars reports a failed file write as an opaque Parquet error ("Invalid thrift:
     transport error"); when that happens the file is written once more from memory with
@@ -73,12 +80,12 @@ def write_durably(frame: pl.DataFrame, path: Path) -> None:
     ``OSError`` ("No space left on device", "File too large", "Permission denied").
     """
     try:
-        frame.write_parquet(path, compression=COMPRESSION, statistics=False)
+        frame.write_parquet(path, compression=COMPRESSION, statistics=False, row_group_size=ROW_GROUP_ROWS)
     except OSError:
         raise
     except Exception:
         buffer = io.BytesIO()
-        frame.write_parquet(buffer, compression=COMPRESSION, statistics=False)
+        frame.write_parquet(buffer, compression=COMPRESSION, statistics=False, row_group_size=ROW_GROUP_ROWS)
         with open(path, "wb") as handle:
             handle.write(buffer.getbuffer())
     with open(path, "rb+") as handle:

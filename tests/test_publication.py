@@ -85,3 +85,30 @@ def test_publish_step_falls_back_to_the_saved_files(published, tmp_path):
     with duckdb.connect(str(published), read_only=True) as con:
         assert con.execute("SELECT DISTINCT run_id FROM position_margin WHERE as_of_date = ?", [DAY]).fetchall() == [
             (run_id,)]
+
+
+def test_result_files_fill_whole_duckdb_row_groups(tmp_path):
+    """The result files' row groups are at most DuckDB's row group (``ROW_GROUP_ROWS``), so a
+    loaded table is whole row groups written as it loads: given 500,001 rows (a 5M book's
+    ``account_margin``), expect row groups of ≤ 122,880 rows in the file, and in the
+    warehouse full row groups of DuckDB's own size with only the last one partly filled
+    (Polars' default of 125,001 rows left partly filled ones that the checkpoint rewrote)."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    rows = 500_001
+    frame = pl.DataFrame({"account_id": [f"ACC{i:07d}" for i in range(rows)], "value": [i * 0.5 for i in range(rows)]})
+    path = tmp_path / "part-00000.parquet"
+    results_store.write_durably(frame, path)
+    metadata = pq.ParquetFile(path).metadata
+    assert max(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)) <= results_store.ROW_GROUP_ROWS
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("CREATE TABLE t (account_id VARCHAR, value DOUBLE)")
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("INSERT INTO t SELECT * FROM read_parquet(?)", [str(path)])
+        con.execute("CHECKPOINT")
+        sizes = sorted((r[0] for r in con.execute(
+            "SELECT max(start + count) - min(start) FROM pragma_storage_info('t') WHERE column_name = 'value' "
+            "GROUP BY row_group_id").fetchall()), reverse=True)
+    assert sizes[0] == results_store.ROW_GROUP_ROWS  # DuckDB's own row group size is the constant
+    assert sum(size < results_store.ROW_GROUP_ROWS for size in sizes) == 1
