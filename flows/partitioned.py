@@ -52,10 +52,10 @@ from transforms.resolve import PARTITIONED_TABLES, MarginInputs, SharedDay, day_
 STREAMED_TABLES = ("positions", "collateral")
 PARTITION_SEED = 20_261_116
 #: ``--partitions auto``: one partition per this many position rows (about 2.8 GB peak each;
-#: a day up to this size is one partition, computed without the spill pass).  A 10M-row
+#: a day up to this size is one partition, computed without any split).  A 10M-row
 #: day in two partitions peaks at about 3.4 GB instead of 5.1 GB in one, in about the same
-#: time: the spill pass (≈1.6 s) is paid back by the publish loading partition 1 while
-#: partition 2 computes (docs/performance.md, issue 16).
+#: time: the split (then a 1.6 s spill pass, now 0.74 s a partition) is paid back by the
+#: publish loading partition 1 while partition 2 computes (docs/performance.md, issue 16).
 ROWS_PER_PARTITION = 5_000_000
 #: Up to this many partitions, each partition reads the day's position and collateral
 #: files itself and keeps its own rows (a pass over the files per partition) instead of
@@ -335,8 +335,9 @@ def dask_task_runner(address: str | None = None, workers: int = 2, processes: bo
 def on_dask(address: str | None = None, workers: int = 2, processes: bool = True) -> PartitionRunner:
     """A ``PartitionRunner`` submitting each partition as a Prefect task (``margin partition``)
     to a Dask cluster: the one at ``address``, or a temporary local one of ``workers``.
-    Only the partition's file paths travel to the workers (its inputs are lazy scans of
-    the spill files) and only its small ``PartitionOutcome`` travels back."""
+    Only the partition's plan travels to the workers (its inputs are lazy scans of the
+    day's files filtered to its rows, or of its spill files, with the small table of
+    group members) and only its small ``PartitionOutcome`` travels back."""
     from flows.tasks import margin_partition_task  # imports Prefect
 
     def run(shared: SharedDay, parts: list[tuple[int, MarginInputs]], out_dir: Path) -> list[PartitionOutcome]:
