@@ -36,6 +36,7 @@ import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -46,7 +47,9 @@ from transforms import validation
 from transforms.contract import RESULT_TABLES
 from transforms.identities import count_violations, identity_violations
 from transforms.pipeline import DAY_TABLES, PARTITION_TABLES, day_stress_summary, margin_partition
-from transforms.resolve import PARTITIONED_TABLES, MarginInputs, SharedDay, day_counts, resolve_day, resolve_shared
+from transforms.resolve import (
+    PARTITIONED_TABLES, MarginInputs, ResolvedDay, SharedDay, day_counts, resolve_day, resolve_shared,
+)
 
 #: The large daily tables, streamed from their files into partitions by ``compute_day``.
 STREAMED_TABLES = ("positions", "collateral")
@@ -200,10 +203,12 @@ OnWritten = Callable[[str, Path], None]
 
 
 def compute_partition_to_files(shared: SharedDay, partition: MarginInputs, index: int, out_dir: Path,
-                               on_written: OnWritten | None = None) -> PartitionOutcome:
+                               on_written: OnWritten | None = None,
+                               resolved: ResolvedDay | None = None) -> PartitionOutcome:
     """``margin_partition`` of one partition, each table written to
     ``out_dir/<table>/part-<index>.parquet`` (fsynced; ``on_written`` is told of each) as
-    soon as it is final, its identities checked; the frames are then dropped."""
+    soon as it is final, its identities checked; the frames are then dropped.
+    ``resolved``: the partition already resolved (``resolve_day(partition, shared)``)."""
     rows = {}
 
     def write(table: str, frame: pl.DataFrame) -> None:  # as soon as the table is final
@@ -214,7 +219,7 @@ def compute_partition_to_files(shared: SharedDay, partition: MarginInputs, index
         if on_written is not None:
             on_written(table, path)
 
-    results = margin_partition(resolve_day(partition, shared), on_table=write)
+    results = margin_partition(resolved if resolved is not None else resolve_day(partition, shared), on_table=write)
     problems = [f"partition {index}: {p}" for p in identity_violations(results.tables, results.counts)]
     by_table = results.tables["quarantine"].group_by("source_table").len()
     return PartitionOutcome(
@@ -235,13 +240,22 @@ PartitionRunner = Callable[[SharedDay, list[tuple[int, MarginInputs]], Path], li
 
 def run_in_process(shared: SharedDay, parts: list[tuple[int, MarginInputs]], out_dir: Path,
                    on_written: OnWritten | None = None) -> list[PartitionOutcome]:
-    """One partition after the other in this process (peak memory: the largest partition)."""
+    """One partition after the other in this process (peak memory: the largest partition,
+    plus the next one's resolved rows).  While a partition computes, the next one is
+    resolved (read, checked, encoded: ``resolve_day``) on a second thread: that work needs
+    nothing of the partition before it, and fills the cores while the computing one runs
+    its sorts and numpy sums (docs/performance.md, issue 16)."""
     outcomes = []
-    for done, (index, part) in enumerate(parts, start=1):
-        outcome = compute_partition_to_files(shared, part, index, out_dir, on_written)
-        say(f"[dim]  partition {done}/{len(parts)}: {outcome.rows['account_margin']:,} accounts, "
-            f"{outcome.rows['position_margin']:,} positions[/dim]")
-        outcomes.append(outcome)
+    with ThreadPoolExecutor(1, thread_name_prefix="resolve-next") as ahead:
+        upcoming = ahead.submit(resolve_day, parts[0][1], shared) if parts else None
+        for done, (index, part) in enumerate(parts, start=1):
+            resolved = upcoming.result()
+            upcoming = ahead.submit(resolve_day, parts[done][1], shared) if done < len(parts) else None
+            outcome = compute_partition_to_files(shared, part, index, out_dir, on_written, resolved=resolved)
+            del resolved
+            say(f"[dim]  partition {done}/{len(parts)}: {outcome.rows['account_margin']:,} accounts, "
+                f"{outcome.rows['position_margin']:,} positions[/dim]")
+            outcomes.append(outcome)
     return outcomes
 
 

@@ -130,6 +130,30 @@ def test_a_margin_group_stays_in_one_partition(generated_book, tmp_path, partiti
     assert seen["account_id"].is_duplicated().sum() == 0
 
 
+def test_the_next_partition_is_resolved_while_one_computes(generated_book, tmp_path, monkeypatch):
+    """``run_in_process`` resolves partition i+1 on a second thread while partition i
+    computes: the second ``resolve_day`` starts before the first partition's margin is done."""
+    from flows import partitioned
+
+    events = []
+    real_resolve, real_margin = partitioned.resolve_day, partitioned.margin_partition
+
+    def resolve(partition, shared):
+        events.append("resolve starts")
+        return real_resolve(partition, shared)
+
+    def margin(resolved, **kwargs):
+        results = real_margin(resolved, **kwargs)
+        events.append("margin done")
+        return results
+
+    monkeypatch.setattr(partitioned, "resolve_day", resolve)
+    monkeypatch.setattr(partitioned, "margin_partition", margin)
+    stored = compute_day(generated_book, 2, tmp_path)
+    assert events[:3] == ["resolve starts", "resolve starts", "margin done"]
+    assert_same_results(compute_margin(generated_book), stored)
+
+
 def test_two_dask_workers_equal_single_process(generated_book, prefect_api, tmp_path):
     single = compute_margin(generated_book)
     stored = compute_day(generated_book, 2, tmp_path, on_dask(workers=2, processes=False))
