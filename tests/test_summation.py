@@ -52,7 +52,8 @@ def test_add_runs_is_first_row_plus_the_rest_left_to_right():
     run's first row plus the rest, not ((1e16 + 1) + 1) = 1e16), 1 + (1e16 − 1e16) = 1, and 5:
     the order ``numpy.add.reduceat`` adds in."""
     values = np.array([1e16, 1.0, 1.0, 1.0, 1e16, -1e16, 5.0])
-    got = summation.sum_runs(values, np.array([0, 3, 6]))
+    starts = np.array([0, 3, 6])
+    got = summation.add_runs(values, summation.run_layout(starts, values.size))
     assert got.tolist() == [1e16 + 2.0, 1.0, 5.0]
 
 
@@ -80,6 +81,6 @@ def test_add_runs_gives_the_bits_of_numpy_reduceat(lengths, seed, special):
         values = np.round(values, 1) * np.where(rng.random(rows) < 0.5, 1e16, 1.0)
     starts = np.cumsum([0, *lengths[:-1]]).astype(np.int64) if lengths else np.zeros(0, dtype=np.int64)
     with np.errstate(invalid="ignore"):  # inf − inf is NaN on both sides
-        got = summation.sum_runs(values, starts)
+        got = summation.add_runs(values, summation.run_layout(starts, rows))
         expected = np.add.reduceat(values, starts) if lengths else np.zeros(0)
     assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))

@@ -21,7 +21,6 @@ computed once from all of them, sorted by key (``stress_summary``).
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 
 from transforms import contract
@@ -154,7 +153,7 @@ def ordered_sums(frame: pl.DataFrame, key: str, values: dict[str, pl.Expr]) -> p
     columns = {key: frame.get_column(key).gather(starts)}
     for name, expression in values.items():
         data = frame.select(expression.cast(pl.Float64)).to_series().to_numpy()
-        columns[name] = add_runs(data, runs) if len(starts) else np.zeros(0)
+        columns[name] = add_runs(data, runs)
     return pl.DataFrame(columns, schema={key: frame.schema[key], **{name: pl.Float64 for name in values}})
 
 

@@ -47,8 +47,9 @@ def run_starts(keys: pl.DataFrame) -> np.ndarray:
     return keys.select(changed.arg_true()).to_series().to_numpy().astype(np.int64, copy=False)
 
 
-#: Runs of at most this many rows are added by ``add_runs`` itself; numpy's pairwise sum
-#: adds up to 8 terms left to right, so these are exactly ``reduceat``'s order.
+#: Runs of at most this many rows are added by ``add_runs`` itself: numpy's pairwise sum adds
+#: fewer than 8 terms left to right, so a run's first row plus at most 7 more is exactly
+#: ``reduceat``'s order.
 SHORT_RUN = 8
 
 
@@ -105,12 +106,6 @@ def add_runs(values: np.ndarray, layout: RunLayout, out: np.ndarray | None = Non
     return out
 
 
-def sum_runs(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """``add_runs`` of one column: ``numpy.add.reduceat(values, starts)``, bit for bit, faster."""
-    values = np.asarray(values, dtype=np.float64)
-    return add_runs(values, run_layout(starts, values.size)) if len(starts) else np.zeros(0)
-
-
 def run_sums(rows: pl.DataFrame, keys: Sequence[str], sums: SumSpec) -> pl.DataFrame:
     """One row per run of equal ``keys`` in ``rows`` (which must already be in an order
     fixed by the data, each key's rows consecutive): the keys, then each sum of ``sums``
@@ -131,8 +126,6 @@ def run_sums(rows: pl.DataFrame, keys: Sequence[str], sums: SumSpec) -> pl.DataF
 
     def add_column(column: int) -> None:
         series = terms.to_series(column)
-        if not starts.size:
-            return
         if exact[column]:
             values = series.cast(pl.Int64).fill_null(0).to_numpy()
         else:
